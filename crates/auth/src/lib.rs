@@ -1,0 +1,13 @@
+//! keyplane-auth: the hot path's credential checks.
+//!
+//! Owns: the in-memory snapshot of API keys (lookup hash -> key entry) and of project
+//! service states, kept current by the control plane on every write; RS256 JWT
+//! verification against service-account public keys; access-token minting and lookup.
+//! Must not touch: HTTP types, wire formats, SQL. Nothing here reads the database on a
+//! data-plane request except an access-token cache miss.
+
+pub mod jwt;
+pub mod snapshot;
+pub mod tokens;
+
+pub use snapshot::{KeyDenied, KeyEntry, KeyPermit, Snapshot};

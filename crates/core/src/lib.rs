@@ -1,0 +1,15 @@
+//! keyplane-core: the domain of Keyplane as plain data and plain functions.
+//!
+//! Owns: identifiers and their validation rules (project ids, key ids), the API key
+//! format and its protection at rest (HMAC for lookup, AES-256-GCM for retrieval),
+//! the domain records the store persists, and the catalogue of services Keyplane knows.
+//! Must not touch: I/O, async, sqlx, axum or any wire format.
+
+pub mod ids;
+pub mod keys;
+pub mod model;
+pub mod services;
+
+pub use ids::*;
+pub use keys::*;
+pub use model::*;

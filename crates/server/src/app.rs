@@ -1,0 +1,57 @@
+//! The shared application state, built once at start and handed to every handler.
+
+use keyplane_auth::tokens::TokenCache;
+use keyplane_auth::Snapshot;
+use keyplane_backends::Backend;
+use keyplane_core::ServerSecret;
+use keyplane_store::Store;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::settings::Settings;
+
+/// One model as the data plane exposes it: `models/{id}` answered by `backend_model`.
+#[derive(Clone)]
+pub struct RoutedModel {
+    pub id: String,
+    pub backend_model: String,
+    pub display_name: String,
+    pub description: String,
+    pub backend: Arc<dyn Backend>,
+    pub info: keyplane_backends::ModelInfo,
+}
+
+/// Model name -> backend, including aliases.
+#[derive(Default, Clone)]
+pub struct ModelRouter {
+    pub models: BTreeMap<String, RoutedModel>,
+}
+
+impl ModelRouter {
+    pub fn get(&self, id: &str) -> Option<&RoutedModel> {
+        self.models.get(id)
+    }
+}
+
+pub struct App {
+    pub store: Arc<dyn Store>,
+    pub secret: ServerSecret,
+    pub snapshot: Snapshot,
+    pub tokens: TokenCache,
+    pub models: ModelRouter,
+    pub organization: i64,
+    /// `http://host:port` as clients reach this server (for key files' token_uri).
+    pub base_url: String,
+    pub settings: Settings,
+}
+
+/// Cheap to clone; what axum hands to handlers.
+#[derive(Clone)]
+pub struct AppState(pub Arc<App>);
+
+impl std::ops::Deref for AppState {
+    type Target = App;
+    fn deref(&self) -> &App {
+        &self.0
+    }
+}

@@ -1,0 +1,71 @@
+//! The optional TOML configuration file: model aliases and local-backend settings.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// The local model's id as the data plane lists it.
+pub const LOCAL_MODEL_ID: &str = "smollm2-135m-instruct";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Alias -> model id (`gemini-2.5-flash = "smollm2-135m-instruct"`).
+    pub aliases: BTreeMap<String, String>,
+    pub local: LocalSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LocalSettings {
+    /// Requests generated at once.
+    pub parallel: usize,
+    /// Requests waiting beyond `parallel` before new ones get 503.
+    pub queue: usize,
+    /// Context length of each sequence, in tokens.
+    pub context: u32,
+}
+
+impl Default for LocalSettings {
+    fn default() -> Self {
+        LocalSettings {
+            parallel: 4,
+            queue: 64,
+            context: 2048,
+        }
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        let aliases = [
+            "gemini-2.5-flash",
+            "gemini-2.5-pro",
+            "gemini-2.0-flash",
+            "gemini-flash-latest",
+        ]
+        .into_iter()
+        .map(|a| (a.to_owned(), LOCAL_MODEL_ID.to_owned()))
+        .collect();
+        Settings {
+            aliases,
+            local: LocalSettings::default(),
+        }
+    }
+}
+
+impl Settings {
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Settings> {
+        let Some(path) = path else {
+            return Ok(Settings::default());
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
+        let mut settings: Settings = toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("invalid config file {}: {e}", path.display()))?;
+        if settings.aliases.is_empty() {
+            settings.aliases = Settings::default().aliases;
+        }
+        Ok(settings)
+    }
+}

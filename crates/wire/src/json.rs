@@ -1,0 +1,80 @@
+//! Request bodies into typed values, with Google's 400 for anything malformed.
+
+use crate::case::to_snake;
+use crate::error::ApiError;
+use serde::de::DeserializeOwned;
+use serde_path_to_error::{Path, Segment};
+
+/// The proto path of a serde error location: `contents[0].parts[1].inline_data`.
+fn proto_path(path: &Path) -> String {
+    let mut out = String::new();
+    for seg in path.iter() {
+        match seg {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(&to_snake(key));
+            }
+            Segment::Unknown => {}
+        }
+    }
+    out
+}
+
+/// serde_json's message without its " at line L column C" suffix.
+fn bare_message(err: &serde_json::Error) -> String {
+    let text = err.to_string();
+    match text.rfind(" at line ") {
+        Some(i) => text[..i].to_owned(),
+        None => text,
+    }
+}
+
+/// Parses a JSON request body. An empty body, malformed JSON or a value of the wrong type
+/// gives 400 INVALID_ARGUMENT "Invalid JSON payload received. …" with a `BadRequest`
+/// detail naming the snake_case field path when known.
+pub fn parse_json_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::invalid_json(
+            "Unexpected end of string. Expected an object key or }.",
+        ));
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let field = proto_path(e.path());
+        let inner = e.into_inner();
+        let msg = bare_message(&inner);
+        if inner.is_data() && !field.is_empty() {
+            ApiError::bad_request_fields(vec![(
+                field.clone(),
+                format!("Invalid JSON payload received. Invalid value at '{field}': {msg}."),
+            )])
+        } else if inner.is_data() {
+            ApiError::invalid_json(format!("{msg}."))
+        } else {
+            ApiError::invalid_json(format!(
+                "{msg} (line {}, column {}).",
+                inner.line(),
+                inner.column()
+            ))
+        }
+    })?;
+    de.end().map_err(|e| {
+        ApiError::invalid_json(format!("{} (line {}, column {}).", bare_message(&e), e.line(), e.column()))
+    })?;
+    Ok(value)
+}
+
+/// Like [`parse_json_body`], but an empty body reads as `T::default()` (for methods whose
+/// body is optional, e.g. `:undelete` sent as `{}` or nothing).
+pub fn parse_json_body_or_default<T: DeserializeOwned + Default>(
+    bytes: &[u8],
+) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        Ok(T::default())
+    } else {
+        parse_json_body(bytes)
+    }
+}
