@@ -125,11 +125,8 @@ mod tests {
 
     #[test]
     fn google_wins_with_a_warning_when_both_are_set() {
-        let k = resolve_api_key_with(
-            None,
-            env(&[(GOOGLE_API_KEY, "g"), (GEMINI_API_KEY, "m")]),
-        )
-        .unwrap();
+        let k = resolve_api_key_with(None, env(&[(GOOGLE_API_KEY, "g"), (GEMINI_API_KEY, "m")]))
+            .unwrap();
         assert_eq!(k.expose(), "g");
         assert_eq!(k.source, KeySource::GoogleApiKey);
         assert_eq!(k.warning, Some(BOTH_SET_WARNING));
@@ -138,9 +135,15 @@ mod tests {
     #[test]
     fn each_variable_alone() {
         let k = resolve_api_key_with(None, env(&[(GOOGLE_API_KEY, "g")])).unwrap();
-        assert_eq!((k.expose(), k.source, k.warning), ("g", KeySource::GoogleApiKey, None));
+        assert_eq!(
+            (k.expose(), k.source, k.warning),
+            ("g", KeySource::GoogleApiKey, None)
+        );
         let k = resolve_api_key_with(None, env(&[(GEMINI_API_KEY, "\tm\n")])).unwrap();
-        assert_eq!((k.expose(), k.source, k.warning), ("m", KeySource::GeminiApiKey, None));
+        assert_eq!(
+            (k.expose(), k.source, k.warning),
+            ("m", KeySource::GeminiApiKey, None)
+        );
     }
 
     #[test]

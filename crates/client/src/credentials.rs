@@ -225,7 +225,10 @@ impl ServiceAccountCredentials {
         let resp = self
             .http
             .post(&self.token_uri)
-            .form(&[("assertion", assertion.as_str()), ("grant_type", JWT_BEARER_GRANT)])
+            .form(&[
+                ("assertion", assertion.as_str()),
+                ("grant_type", JWT_BEARER_GRANT),
+            ])
             .send()
             .await?;
         let http_status = resp.status().as_u16();
@@ -393,12 +396,15 @@ pub(crate) mod tests {
             r#"{"iat": 1700000000, "exp": 1700003600, "iss": "owner@keyplane-admin.iam.gserviceaccount.com", "aud": "https://oauth2.googleapis.com/token", "scope": "https://www.googleapis.com/auth/cloud-platform"}"#
         );
         let c = b64json(parts[1]);
-        assert_eq!(c["exp"].as_u64().unwrap() - c["iat"].as_u64().unwrap(), 3600);
+        assert_eq!(
+            c["exp"].as_u64().unwrap() - c["iat"].as_u64().unwrap(),
+            3600
+        );
 
         let public = RsaPublicKey::from(test_key());
         let verifier = VerifyingKey::<Sha256>::new(public);
-        let sig = Signature::try_from(URL_SAFE_NO_PAD.decode(parts[2]).unwrap().as_slice())
-            .unwrap();
+        let sig =
+            Signature::try_from(URL_SAFE_NO_PAD.decode(parts[2]).unwrap().as_slice()).unwrap();
         verifier
             .verify(format!("{}.{}", parts[0], parts[1]).as_bytes(), &sig)
             .expect("signature verifies with the public key");
@@ -411,7 +417,8 @@ pub(crate) mod tests {
     fn key_file_errors_do_not_quote_the_file() {
         let mut v: serde_json::Value =
             serde_json::from_str(&key_file_json("http://h/token")).unwrap();
-        v["private_key"] = "-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n".into();
+        v["private_key"] =
+            "-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n".into();
         let err = ServiceAccountCredentials::from_json(&v.to_string()).unwrap_err();
         assert!(err.contains("private_key"));
         v["type"] = "authorized_user".into();

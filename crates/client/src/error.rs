@@ -8,7 +8,9 @@ use std::fmt;
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// No API key was given and none was found in the environment.
-    #[error("no API key was provided: pass one explicitly, or set GOOGLE_API_KEY or GEMINI_API_KEY")]
+    #[error(
+        "no API key was provided: pass one explicitly, or set GOOGLE_API_KEY or GEMINI_API_KEY"
+    )]
     NoApiKey,
 
     /// The service-account key file could not be read or used.
@@ -248,6 +250,32 @@ impl Secret {
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("<redacted>")
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Self {
+        Secret(s)
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Self {
+        Secret(s.to_owned())
+    }
+}
+
+/// Serializes as the plain string: for the one deliberate output of a key string
+/// (`keys create --format json`). `Debug` stays redacted.
+impl serde::Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Secret)
     }
 }
 

@@ -9,11 +9,20 @@
 //! puts a key string or a token into an error message or a `Debug` output.
 
 pub mod api_key;
+pub mod control;
 pub mod credentials;
 pub mod error;
+pub mod gemini;
 mod http;
+pub mod resources;
 pub mod sse;
 
+#[cfg(test)]
+mod tests;
+
 pub use api_key::{resolve_api_key, ResolvedKey};
+pub use control::{Api, ControlPlane, NewKey};
 pub use credentials::ServiceAccountCredentials;
 pub use error::{ClientError, Secret};
+pub use gemini::{text_request, ChunkStream, Gemini};
+pub use resources::{Key, Operation};

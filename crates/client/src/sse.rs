@@ -138,7 +138,10 @@ mod tests {
             decode_in_pieces(b"data: 1\n\ndata: 2\n\n", 3),
             vec!["1", "2"]
         );
-        assert_eq!(decode_in_pieces(b"data: 1\r\rdata: 2\r\r", 1), vec!["1", "2"]);
+        assert_eq!(
+            decode_in_pieces(b"data: 1\r\rdata: 2\r\r", 1),
+            vec!["1", "2"]
+        );
     }
 
     #[test]

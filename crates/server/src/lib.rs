@@ -5,8 +5,28 @@
 //! Must not touch: SQL (that is keyplane-store), domain rules (keyplane-core), model
 //! execution (keyplane-backends).
 
+pub mod app;
+pub mod bootstrap;
+pub mod controlplane;
+pub mod dataplane;
+pub mod identity;
+pub mod oauth;
+pub mod settings;
+
+use anyhow::Context;
+use axum::extract::Request;
+use axum::response::IntoResponse;
+use axum::Router;
+use keyplane_backends::local::{LocalBackend, LocalOptions};
+use keyplane_backends::Backend;
+use keyplane_store::{SqliteStore, Store};
+use keyplane_wire::ApiError;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::app::{App, AppState, ModelRouter, RoutedModel};
+use crate::settings::{Settings, LOCAL_MODEL_ID};
 
 /// How `keyplane serve` runs.
 #[derive(Debug, Clone)]
@@ -21,9 +41,224 @@ pub struct Config {
     pub model_path: Option<PathBuf>,
 }
 
+/// Where the local model is looked for when `--model` is not given: `KEYPLANE_MODEL`,
+/// then the cache directory `scripts/setup.sh` fills, then the data directory.
+pub fn find_model(config: &Config) -> anyhow::Result<PathBuf> {
+    const FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+    if let Some(p) = &config.model_path {
+        anyhow::ensure!(p.is_file(), "the model file {} does not exist", p.display());
+        return Ok(p.clone());
+    }
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Some(p) = std::env::var_os("KEYPLANE_MODEL").filter(|p| !p.is_empty()) {
+        candidates.push(PathBuf::from(p));
+    }
+    let cache = std::env::var_os("KEYPLANE_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|c| PathBuf::from(c).join("keyplane")))
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/keyplane")));
+    if let Some(c) = cache {
+        candidates.push(c.join("models").join(FILE));
+    }
+    candidates.push(config.data_dir.join("models").join(FILE));
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .with_context(|| {
+            format!(
+                "the local model was not found (looked at: {}); run scripts/setup.sh or pass --model PATH",
+                candidates
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+}
+
+/// The routing table: the local model under its own id and every configured alias.
+pub fn build_models(
+    settings: &Settings,
+    backend: Arc<dyn Backend>,
+) -> anyhow::Result<ModelRouter> {
+    let mut router = ModelRouter::default();
+    for info in backend.models() {
+        router.models.insert(
+            info.id.clone(),
+            RoutedModel {
+                id: info.id.clone(),
+                backend_model: info.id.clone(),
+                display_name: info.display_name.clone(),
+                description: info.description.clone(),
+                backend: backend.clone(),
+                info,
+            },
+        );
+    }
+    for (alias, target) in &settings.aliases {
+        let target_model = router
+            .models
+            .get(target)
+            .cloned()
+            .with_context(|| format!("alias {alias} names an unknown model {target}"))?;
+        router.models.insert(
+            alias.clone(),
+            RoutedModel {
+                id: alias.clone(),
+                ..target_model
+            },
+        );
+    }
+    Ok(router)
+}
+
+/// The whole HTTP surface.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(dataplane::router())
+        .merge(controlplane::projects::router())
+        .merge(controlplane::serviceusage::router())
+        .merge(controlplane::apikeys::router())
+        .merge(oauth::router())
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn(catch_panics))
+        .layer(tower_http::cors::CorsLayer::permissive())
+        .with_state(state)
+}
+
+async fn not_found(req: Request) -> axum::response::Response {
+    ApiError::not_found(format!(
+        "The requested URL {} was not found on this server.",
+        req.uri().path()
+    ))
+    .into_response()
+}
+
+/// A handler that panics answers a google.rpc.Status 500, never a dropped connection.
+async fn catch_panics(req: Request, next: axum::middleware::Next) -> axum::response::Response {
+    use futures::FutureExt;
+    match std::panic::AssertUnwindSafe(next.run(req)).catch_unwind().await {
+        Ok(resp) => resp,
+        Err(_) => ApiError::internal_from("a request handler panicked").into_response(),
+    }
+}
+
+/// Opens the data directory and builds the state every handler shares.
+pub async fn build_state(
+    config: &Config,
+    base_url: &str,
+    backend: Arc<dyn Backend>,
+) -> anyhow::Result<AppState> {
+    let settings = Settings::load(config.config_file.as_deref())?;
+    bootstrap::ensure_data_dir(&config.data_dir)?;
+    let secret = bootstrap::load_or_create_secret(&config.data_dir)?;
+    let store = SqliteStore::open(&config.data_dir.join(bootstrap::DATABASE_FILE))
+        .await
+        .with_context(|| {
+            format!("cannot open the database in {}", config.data_dir.display())
+        })?;
+    let store: Arc<dyn Store> = Arc::new(store);
+    let boot = bootstrap::bootstrap(store.as_ref(), &config.data_dir, base_url).await?;
+
+    // The request path's in-memory view.
+    let snapshot = keyplane_auth::Snapshot::new();
+    for key in store.all_live_keys().await.map_err(|e| anyhow::anyhow!("{e}"))? {
+        snapshot.upsert_key(&key);
+    }
+    let mut page = keyplane_store::PageRequest::default();
+    loop {
+        let projects = store
+            .list_projects(false, &page)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        for p in &projects.items {
+            if p.state != keyplane_core::ProjectState::Active {
+                continue;
+            }
+            for s in store
+                .list_services(p.number)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+            {
+                snapshot.set_service(&s);
+            }
+        }
+        match projects.next_page_token {
+            Some(t) => page.page_token = Some(t),
+            None => break,
+        }
+    }
+    let models = build_models(&settings, backend)?;
+    Ok(AppState(Arc::new(App {
+        store,
+        secret,
+        snapshot,
+        tokens: Default::default(),
+        models,
+        organization: boot.organization,
+        base_url: base_url.to_owned(),
+        settings,
+    })))
+}
+
 /// Runs the server until SIGINT or SIGTERM. Once listening it prints one line to stdout:
 /// `keyplane listening on http://ADDR`.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
-    let _ = config;
-    anyhow::bail!("not yet wired")
+    let settings = Settings::load(config.config_file.as_deref())?;
+    let model_path = find_model(&config)?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let mut addr = listener.local_addr()?;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let base_url = format!("http://{addr}");
+
+    let mut opts = LocalOptions::new(&model_path);
+    opts.model_id = LOCAL_MODEL_ID.to_owned();
+    opts.parallel = settings.local.parallel;
+    opts.queue = settings.local.queue;
+    opts.context_per_sequence = settings.local.context;
+    let backend = tokio::task::spawn_blocking(move || LocalBackend::load(opts))
+        .await?
+        .map_err(|e| anyhow::anyhow!("cannot load the local model {}: {e}", model_path.display()))?;
+    let backend: Arc<dyn Backend> = Arc::new(backend);
+
+    let state = build_state(&config, &base_url, backend).await?;
+    let app = router(state.clone());
+    tracing::info!(%base_url, data_dir = %config.data_dir.display(), "keyplane is ready");
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "keyplane listening on {base_url}")?;
+        out.flush()?;
+    }
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
 }

@@ -23,16 +23,20 @@
 //!   exactly at `now`, stays;
 //! - services, service accounts and their keys are listed in a stable order (by name,
 //!   by email, by create time then key id);
-//! - a page token from another list is `InvalidArgument`.
+//! - a page token from another list (another kind of list, or the keys of another
+//!   project) is `InvalidArgument`;
+//! - concurrent writers all succeed (no "database is locked"), unique constraints hold
+//!   under races (exactly one of several identical creates wins, the rest are
+//!   `AlreadyExists`) and so do etags (exactly one of several updates expecting the same
+//!   etag wins, the rest are `EtagMismatch`).
 //!
 //! Requires the `conformance` feature.
 
 use crate::{PageRequest, Store, StoreError};
 use keyplane_core::{
     AccessToken, AndroidApplication, AndroidKeyRestrictions, ApiKey, ApiTarget,
-    BrowserKeyRestrictions, IosKeyRestrictions, Organization, Project, ProjectState,
-    Restrictions, ServerKeyRestrictions, ServiceAccount, ServiceAccountKey, ServiceState,
-    StoredOperation,
+    BrowserKeyRestrictions, IosKeyRestrictions, Organization, Project, ProjectState, Restrictions,
+    ServerKeyRestrictions, ServiceAccount, ServiceAccountKey, ServiceState, StoredOperation,
 };
 use std::any::Any;
 use std::collections::{BTreeMap, BTreeSet};
@@ -87,11 +91,12 @@ macro_rules! conformance_tests {
             invalid_page_tokens,
         );
 
-        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-        async fn concurrent_inserts() {
-            let fixture = $fixture;
-            $crate::conformance::concurrent_inserts(fixture.store.clone()).await;
-        }
+        $crate::conformance_tests!(@concurrent $fixture;
+            concurrent_inserts,
+            concurrent_key_creation,
+            concurrent_creates_race,
+            concurrent_etag_updates,
+        );
     };
     (@cases $fixture:expr; $($case:ident),* $(,)?) => {
         $(
@@ -99,6 +104,15 @@ macro_rules! conformance_tests {
             async fn $case() {
                 let fixture = $fixture;
                 $crate::conformance::$case(&*fixture.store).await;
+            }
+        )*
+    };
+    (@concurrent $fixture:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $case() {
+                let fixture = $fixture;
+                $crate::conformance::$case(fixture.store.clone()).await;
             }
         )*
     };
@@ -204,8 +218,7 @@ pub fn full_restrictions() -> Restrictions {
             ApiTarget {
                 service: "generativelanguage.googleapis.com".into(),
                 methods: vec![
-                    "google.ai.generativelanguage.v1beta.GenerativeService.GenerateContent"
-                        .into(),
+                    "google.ai.generativelanguage.v1beta.GenerativeService.GenerateContent".into(),
                     "*Stream*".into(),
                 ],
             },
@@ -220,7 +233,10 @@ pub fn full_restrictions() -> Restrictions {
 /// Service account `n` of a project.
 pub fn service_account(project: &Project, n: i64) -> ServiceAccount {
     ServiceAccount {
-        email: format!("account-{n:03}@{}.iam.gserviceaccount.com", project.project_id),
+        email: format!(
+            "account-{n:03}@{}.iam.gserviceaccount.com",
+            project.project_id
+        ),
         unique_id: format!("1{:011}{:09}", project.number % 100_000_000_000, n),
         project_number: project.number,
         project_id: project.project_id.clone(),
@@ -335,7 +351,10 @@ pub async fn organization_and_meta<S: Store>(s: &S) {
 }
 
 pub async fn operations<S: Store>(s: &S) {
-    assert_err!(s.get_operation("operations/nope").await, StoreError::NotFound);
+    assert_err!(
+        s.get_operation("operations/nope").await,
+        StoreError::NotFound
+    );
     let op = StoredOperation {
         name: "operations/akmf.p7-1234-abcd".into(),
         body: r#"{"name":"operations/akmf.p7-1234-abcd","done":true}"#.into(),
@@ -394,7 +413,10 @@ pub async fn projects<S: Store>(s: &S) {
         s.create_project(&same_number).await,
         StoreError::AlreadyExists(_)
     );
-    assert_err!(s.project_by_number(same_id.number).await, StoreError::NotFound);
+    assert_err!(
+        s.project_by_number(same_id.number).await,
+        StoreError::NotFound
+    );
 
     let all = s.list_projects(true, &page(0, None)).await.unwrap();
     assert_eq!(all.items, vec![p1.clone(), p2.clone()]);
@@ -459,10 +481,7 @@ pub async fn project_updates<S: Store>(s: &S) {
 
     let mut missing = project(2);
     missing.etag = "x".into();
-    assert_err!(
-        s.update_project(&missing, "x").await,
-        StoreError::NotFound
-    );
+    assert_err!(s.update_project(&missing, "x").await, StoreError::NotFound);
 }
 
 pub async fn project_pagination<S: Store>(s: &S) {
@@ -484,11 +503,7 @@ pub async fn project_pagination<S: Store>(s: &S) {
 
     let pages = all_pages(3, |r| async move { s.list_projects(true, &r).await }).await;
     assert_eq!(sizes(&pages), vec![3, 3, 1]);
-    let got: Vec<String> = pages
-        .into_iter()
-        .flatten()
-        .map(|p| p.project_id)
-        .collect();
+    let got: Vec<String> = pages.into_iter().flatten().map(|p| p.project_id).collect();
     assert_eq!(got, expect_all, "each project once, in projectId order");
 
     // A page size dividing the count: no empty last page, no dangling token.
@@ -496,11 +511,7 @@ pub async fn project_pagination<S: Store>(s: &S) {
     assert_eq!(sizes(&pages), vec![2, 2, 1]);
     let pages = all_pages(5, |r| async move { s.list_projects(false, &r).await }).await;
     assert_eq!(sizes(&pages), vec![5]);
-    let got: Vec<String> = pages
-        .into_iter()
-        .flatten()
-        .map(|p| p.project_id)
-        .collect();
+    let got: Vec<String> = pages.into_iter().flatten().map(|p| p.project_id).collect();
     assert_eq!(got, expect_live);
 
     // A row inserted behind the cursor between pages is not repeated or skipped over.
@@ -630,7 +641,10 @@ pub async fn keys<S: Store>(s: &S) {
 
     // None of the failed writes left anything behind.
     assert_eq!(s.key(a.number, &k1.key_id).await.unwrap(), k1);
-    assert_err!(s.key(b.number, &dup_hash.key_id).await, StoreError::NotFound);
+    assert_err!(
+        s.key(b.number, &dup_hash.key_id).await,
+        StoreError::NotFound
+    );
     assert_err!(s.key(b.number, &dup_uid.key_id).await, StoreError::NotFound);
     let live = s.all_live_keys().await.unwrap();
     assert_eq!(live.len(), 3);
@@ -701,7 +715,10 @@ pub async fn key_updates<S: Store>(s: &S) {
             ..plain.clone()
         }
     );
-    assert_err!(s.key_by_hash(&sneaky.lookup_hash).await, StoreError::NotFound);
+    assert_err!(
+        s.key_by_hash(&sneaky.lookup_hash).await,
+        StoreError::NotFound
+    );
 
     let missing = api_key(p.number, 2);
     assert_err!(
@@ -797,7 +814,16 @@ pub async fn key_pagination<S: Store>(s: &S) {
     // Eight keys, several created in the same microsecond (ordered by keyId then),
     // inserted out of order; two soft-deleted.
     let mut keys = Vec::new();
-    for (n, at) in [(8, 3), (1, 1), (5, 2), (2, 1), (7, 3), (3, 1), (6, 2), (4, 2)] {
+    for (n, at) in [
+        (8, 3),
+        (1, 1),
+        (5, 2),
+        (2, 1),
+        (7, 3),
+        (3, 1),
+        (6, 2),
+        (4, 2),
+    ] {
         let mut k = api_key(p.number, n);
         k.create_time = t0() + secs(at);
         if n == 2 || n == 7 {
@@ -814,7 +840,11 @@ pub async fn key_pagination<S: Store>(s: &S) {
     let pages = all_pages(3, |r| async move { s.list_keys(pn, true, &r).await }).await;
     assert_eq!(sizes(&pages), vec![3, 3, 2]);
     let got: Vec<ApiKey> = pages.into_iter().flatten().collect();
-    assert_eq!(ids(&got), ids(&keys), "each key once, by create time then keyId");
+    assert_eq!(
+        ids(&got),
+        ids(&keys),
+        "each key once, by create time then keyId"
+    );
     assert_eq!(got, keys);
 
     let live: Vec<ApiKey> = keys
@@ -932,10 +962,7 @@ pub async fn service_accounts<S: Store>(s: &S) {
     assert_eq!(s.service_account(&sa1.email).await.unwrap(), changed);
     let mut ghost = service_account(&a, 9);
     ghost.display_name = "x".into();
-    assert_err!(
-        s.update_service_account(&ghost).await,
-        StoreError::NotFound
-    );
+    assert_err!(s.update_service_account(&ghost).await, StoreError::NotFound);
 
     s.delete_service_account(&sa2.email).await.unwrap();
     assert_err!(s.service_account(&sa2.email).await, StoreError::NotFound);
@@ -1007,7 +1034,10 @@ pub async fn service_account_keys<S: Store>(s: &S) {
     );
 
     s.delete_service_account_key(&k2.key_id).await.unwrap();
-    assert_err!(s.service_account_key(&k2.key_id).await, StoreError::NotFound);
+    assert_err!(
+        s.service_account_key(&k2.key_id).await,
+        StoreError::NotFound
+    );
     assert_err!(
         s.delete_service_account_key(&k2.key_id).await,
         StoreError::NotFound
@@ -1019,7 +1049,10 @@ pub async fn service_account_keys<S: Store>(s: &S) {
 
     // Deleting an account deletes its keys, and only its keys.
     s.delete_service_account(&sa1.email).await.unwrap();
-    assert_err!(s.service_account_key(&k1.key_id).await, StoreError::NotFound);
+    assert_err!(
+        s.service_account_key(&k1.key_id).await,
+        StoreError::NotFound
+    );
     assert!(s
         .list_service_account_keys(&sa1.email)
         .await
@@ -1050,7 +1083,10 @@ pub async fn access_tokens<S: Store>(s: &S) {
         s.access_token(&expired.token_hash).await,
         StoreError::NotFound
     );
-    assert_eq!(s.access_token(&boundary.token_hash).await.unwrap(), boundary);
+    assert_eq!(
+        s.access_token(&boundary.token_hash).await.unwrap(),
+        boundary
+    );
     assert_eq!(s.purge_expired_tokens(now).await.unwrap(), 0);
     assert_eq!(
         s.purge_expired_tokens(now + Duration::days(1))
@@ -1093,6 +1129,19 @@ pub async fn invalid_page_tokens<S: Store>(s: &S) {
             StoreError::InvalidArgument(_)
         );
     }
+    // A key token belongs to its project's list.
+    assert_err!(
+        s.list_keys(project(2).number, false, &page(1, Some(key_token.clone())))
+            .await,
+        StoreError::InvalidArgument(_)
+    );
+    // ... and works with or without deleted keys shown.
+    let rest = s
+        .list_keys(p.number, true, &page(5, Some(key_token)))
+        .await
+        .unwrap();
+    assert_eq!(rest.items.len(), 2);
+    assert!(rest.next_page_token.is_none());
 }
 
 /// Twenty tasks insert at once (projects, keys, service accounts, tokens), reading
@@ -1123,7 +1172,9 @@ pub async fn concurrent_inserts<S: Store + 'static>(s: Arc<S>) {
     }
     let mut done = BTreeSet::new();
     while let Some(joined) = tasks.join_next().await {
-        let n = joined.expect("task panicked").expect("concurrent write failed");
+        let n = joined
+            .expect("task panicked")
+            .expect("concurrent write failed");
         done.insert(n);
     }
     assert_eq!(done.len(), TASKS as usize);
@@ -1131,20 +1182,191 @@ pub async fn concurrent_inserts<S: Store + 'static>(s: Arc<S>) {
     let projects = all_pages(7, |r| {
         let s = s.clone();
         async move { s.list_projects(false, &r).await }
-    }).await.concat();
+    })
+    .await
+    .concat();
     assert_eq!(projects.len(), TASKS as usize + 1);
     let in_shared = s
         .list_keys(shared.number, false, &page(0, None))
         .await
         .unwrap();
     assert_eq!(in_shared.items.len(), TASKS as usize);
-    assert_eq!(
-        s.all_live_keys().await.unwrap().len(),
-        2 * TASKS as usize
-    );
+    assert_eq!(s.all_live_keys().await.unwrap().len(), 2 * TASKS as usize);
     assert_eq!(
         s.purge_expired_tokens(t0() + secs(1)).await.unwrap(),
         TASKS as u64
+    );
+}
+
+/// A hundred tasks create keys in one project at once while others list them: every
+/// create succeeds, and every key is there afterwards, once.
+pub async fn concurrent_key_creation<S: Store + 'static>(s: Arc<S>) {
+    const TASKS: i64 = 100;
+    let p = project(1);
+    s.create_project(&p).await.unwrap();
+    let pn = p.number;
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 1..=TASKS {
+        let s = s.clone();
+        tasks.spawn(async move {
+            let k = api_key(pn, n);
+            s.create_key(&k).await?;
+            // Read-your-writes, through whatever connection serves the read.
+            assert_eq!(s.key_by_hash(&k.lookup_hash).await?, k);
+            assert_eq!(s.key(k.project_number, &k.key_id).await?, k);
+            if n % 10 == 0 {
+                let listed = s
+                    .list_keys(pn, false, &page(crate::MAX_PAGE_SIZE, None))
+                    .await?;
+                assert!(listed.items.iter().any(|l| l.key_id == k.key_id));
+                s.all_live_keys().await?;
+            }
+            Ok::<_, StoreError>(k)
+        });
+    }
+    let mut created = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        created.push(
+            joined
+                .expect("task panicked")
+                .expect("concurrent create failed"),
+        );
+    }
+    created.sort_by(|a, b| (a.create_time, &a.key_id).cmp(&(b.create_time, &b.key_id)));
+    assert_eq!(created.len(), TASKS as usize);
+
+    let listed = all_pages(7, |r| {
+        let s = s.clone();
+        async move { s.list_keys(pn, false, &r).await }
+    })
+    .await
+    .concat();
+    assert_eq!(listed, created);
+    assert_eq!(s.all_live_keys().await.unwrap().len(), TASKS as usize);
+}
+
+/// Several tasks create the very same records at once: one create of each wins, the
+/// others are `AlreadyExists`, and the stored record is the winner's.
+pub async fn concurrent_creates_race<S: Store + 'static>(s: Arc<S>) {
+    const RACERS: usize = 12;
+    let p = project(1);
+    s.create_project(&p).await.unwrap();
+    let pn = p.number;
+    let hash = random_hash();
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..RACERS {
+        let s = s.clone();
+        let hash = hash.clone();
+        tasks.spawn(async move {
+            // The same keyId, each with its own key string.
+            let mut same_id = api_key(pn, 1);
+            same_id.display_name = format!("racer {n}");
+            let id_won = s.create_key(&same_id).await.map(|()| same_id);
+            // The same key string, each under its own keyId.
+            let mut same_hash = api_key(pn, 100 + n as i64);
+            same_hash.lookup_hash = hash;
+            let hash_won = s.create_key(&same_hash).await.map(|()| same_hash);
+            // The same projectId, each with its own number.
+            let mut same_project = project(50 + n as i64);
+            same_project.project_id = "contested-project".into();
+            let project_won = s.create_project(&same_project).await.map(|()| same_project);
+            (id_won, hash_won, project_won)
+        });
+    }
+    let (mut id_winners, mut hash_winners, mut project_winners) = (vec![], vec![], vec![]);
+    while let Some(joined) = tasks.join_next().await {
+        let (id_won, hash_won, project_won) = joined.expect("task panicked");
+        match id_won {
+            Ok(k) => id_winners.push(k),
+            Err(StoreError::AlreadyExists(_)) => {}
+            Err(e) => panic!("same keyId: {e:?}"),
+        }
+        match hash_won {
+            Ok(k) => hash_winners.push(k),
+            Err(StoreError::AlreadyExists(_)) => {}
+            Err(e) => panic!("same lookup hash: {e:?}"),
+        }
+        match project_won {
+            Ok(p) => project_winners.push(p),
+            Err(StoreError::AlreadyExists(_)) => {}
+            Err(e) => panic!("same projectId: {e:?}"),
+        }
+    }
+    assert_eq!(id_winners.len(), 1, "exactly one create of keyId key-0001");
+    assert_eq!(
+        hash_winners.len(),
+        1,
+        "exactly one create of the key string"
+    );
+    assert_eq!(
+        project_winners.len(),
+        1,
+        "exactly one create of the projectId"
+    );
+    let winner = &id_winners[0];
+    assert_eq!(&s.key(pn, &winner.key_id).await.unwrap(), winner);
+    assert_eq!(&s.key_by_hash(&hash).await.unwrap(), &hash_winners[0]);
+    assert_eq!(
+        &s.project_by_id("contested-project").await.unwrap(),
+        &project_winners[0]
+    );
+    // The losers left nothing behind.
+    assert_eq!(s.all_live_keys().await.unwrap().len(), 2);
+    assert_eq!(
+        s.list_projects(true, &page(0, None))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        2
+    );
+}
+
+/// Several tasks update the same key (and the same project) expecting the same etag:
+/// exactly one wins; the others are `EtagMismatch` and wrote nothing.
+pub async fn concurrent_etag_updates<S: Store + 'static>(s: Arc<S>) {
+    const RACERS: usize = 12;
+    let p = project(1);
+    s.create_project(&p).await.unwrap();
+    let k = api_key(p.number, 1);
+    s.create_key(&k).await.unwrap();
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..RACERS {
+        let s = s.clone();
+        let (mut key, mut proj) = (k.clone(), p.clone());
+        tasks.spawn(async move {
+            key.display_name = format!("racer {n}");
+            let key_etag = std::mem::replace(&mut key.etag, format!("W/\"k-{n}\""));
+            let key_won = s.update_key(&key, &key_etag).await.map(|()| key);
+            proj.display_name = format!("racer {n}");
+            let project_etag = std::mem::replace(&mut proj.etag, format!("W/\"p-{n}\""));
+            let project_won = s.update_project(&proj, &project_etag).await.map(|()| proj);
+            (key_won, project_won)
+        });
+    }
+    let (mut key_winners, mut project_winners) = (vec![], vec![]);
+    while let Some(joined) = tasks.join_next().await {
+        let (key_won, project_won) = joined.expect("task panicked");
+        match key_won {
+            Ok(k) => key_winners.push(k),
+            Err(StoreError::EtagMismatch) => {}
+            Err(e) => panic!("update_key: {e:?}"),
+        }
+        match project_won {
+            Ok(p) => project_winners.push(p),
+            Err(StoreError::EtagMismatch) => {}
+            Err(e) => panic!("update_project: {e:?}"),
+        }
+    }
+    assert_eq!(key_winners.len(), 1, "exactly one key update wins");
+    assert_eq!(project_winners.len(), 1, "exactly one project update wins");
+    assert_eq!(s.key(p.number, &k.key_id).await.unwrap(), key_winners[0]);
+    assert_eq!(
+        s.project_by_number(p.number).await.unwrap(),
+        project_winners[0]
     );
 }
 
@@ -1228,7 +1450,10 @@ pub async fn check_population<S: Store>(s: &S, p: &Population) {
         s.get_meta("bootstrap.version").await.unwrap().as_deref(),
         Some("1")
     );
-    assert_eq!(s.project_by_id(&p.project.project_id).await.unwrap(), p.project);
+    assert_eq!(
+        s.project_by_id(&p.project.project_id).await.unwrap(),
+        p.project
+    );
     assert_eq!(
         s.service(p.service.project_number, &p.service.service)
             .await

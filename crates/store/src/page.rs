@@ -27,8 +27,13 @@ pub(crate) fn page_size(req: &PageRequest) -> u32 {
 pub(crate) enum Cursor {
     /// `list_projects`: ordered by projectId.
     Project { project_id: String },
-    /// `list_keys`: ordered by create time (µs), then keyId.
-    Key { create_micros: i64, key_id: String },
+    /// `list_keys` of one project: ordered by create time (µs), then keyId. The project
+    /// is part of the token so a token from another project's list is refused.
+    Key {
+        project_number: i64,
+        create_micros: i64,
+        key_id: String,
+    },
 }
 
 impl Cursor {
@@ -36,9 +41,10 @@ impl Cursor {
         let raw = match self {
             Cursor::Project { project_id } => format!("p:{project_id}"),
             Cursor::Key {
+                project_number,
                 create_micros,
                 key_id,
-            } => format!("k:{create_micros}:{key_id}"),
+            } => format!("k:{project_number}:{create_micros}:{key_id}"),
         };
         URL_SAFE_NO_PAD.encode(raw)
     }
@@ -51,8 +57,10 @@ impl Cursor {
                 project_id: rest.to_owned(),
             }),
             "k" => {
+                let (project, rest) = rest.split_once(':')?;
                 let (t, id) = rest.split_once(':')?;
                 Some(Cursor::Key {
+                    project_number: project.parse().ok()?,
                     create_micros: t.parse().ok()?,
                     key_id: id.to_owned(),
                 })
@@ -77,15 +85,16 @@ pub(crate) fn project_cursor(req: &PageRequest) -> Result<Option<String>> {
     }
 }
 
-/// The (create time, keyId) after which a `list_keys` page starts.
-pub(crate) fn key_cursor(req: &PageRequest) -> Result<Option<(i64, String)>> {
+/// The (create time, keyId) after which a `list_keys` page of `project_number` starts.
+pub(crate) fn key_cursor(req: &PageRequest, project_number: i64) -> Result<Option<(i64, String)>> {
     match req.page_token.as_deref() {
         None | Some("") => Ok(None),
         Some(t) => match Cursor::decode(t) {
             Some(Cursor::Key {
+                project_number: p,
                 create_micros,
                 key_id,
-            }) => Ok(Some((create_micros, key_id))),
+            }) if p == project_number => Ok(Some((create_micros, key_id))),
             _ => Err(invalid()),
         },
     }
@@ -141,15 +150,16 @@ mod tests {
             Some("my-project-1".into())
         );
         let k = Cursor::Key {
+            project_number: 7,
             create_micros: -12,
             key_id: "a:b".into(),
         };
         assert_eq!(
-            key_cursor(&req(1, Some(&k.encode()))).unwrap(),
+            key_cursor(&req(1, Some(&k.encode())), 7).unwrap(),
             Some((-12, "a:b".into()))
         );
         assert_eq!(project_cursor(&req(1, Some(""))).unwrap(), None);
-        assert_eq!(key_cursor(&req(1, None)).unwrap(), None);
+        assert_eq!(key_cursor(&req(1, None), 7).unwrap(), None);
     }
 
     #[test]
@@ -158,23 +168,40 @@ mod tests {
             project_id: "x".into(),
         }
         .encode();
-        let not_a_number = URL_SAFE_NO_PAD.encode("k:soon:x");
+        let not_a_number = URL_SAFE_NO_PAD.encode("k:7:soon:x");
+        let no_project = URL_SAFE_NO_PAD.encode("k:1:x");
         let unknown_tag = URL_SAFE_NO_PAD.encode("z:x");
         let no_tag = URL_SAFE_NO_PAD.encode("nope");
-        for bad in [p.as_str(), "!!!", &not_a_number, &unknown_tag, &no_tag] {
+        let k = Cursor::Key {
+            project_number: 7,
+            create_micros: 1,
+            key_id: "x".into(),
+        }
+        .encode();
+        let other_project = Cursor::Key {
+            project_number: 8,
+            create_micros: 1,
+            key_id: "x".into(),
+        }
+        .encode();
+        for bad in [
+            p.as_str(),
+            "!!!",
+            &not_a_number,
+            &no_project,
+            &unknown_tag,
+            &no_tag,
+            &other_project,
+        ] {
             assert!(
                 matches!(
-                    key_cursor(&req(1, Some(bad))),
+                    key_cursor(&req(1, Some(bad)), 7),
                     Err(StoreError::InvalidArgument(_))
                 ),
                 "{bad}"
             );
         }
-        let k = Cursor::Key {
-            create_micros: 1,
-            key_id: "x".into(),
-        }
-        .encode();
+        assert!(key_cursor(&req(1, Some(&k)), 7).is_ok());
         assert!(matches!(
             project_cursor(&req(1, Some(&k))),
             Err(StoreError::InvalidArgument(_))
@@ -195,6 +222,8 @@ mod tests {
         let last = into_page(vec![1, 2, 3], 3, cur);
         assert_eq!(last.items, vec![1, 2, 3]);
         assert!(last.next_page_token.is_none());
-        assert!(into_page(Vec::<u32>::new(), 3, cur).next_page_token.is_none());
+        assert!(into_page(Vec::<u32>::new(), 3, cur)
+            .next_page_token
+            .is_none());
     }
 }

@@ -10,6 +10,10 @@
 //! Constraint violations are mapped to `StoreError`s where each statement runs (see
 //! [`violation`]); everything else becomes `Internal` with the statement's name and
 //! sqlx's message, which never holds bound values.
+//!
+//! Statements are written in SQL PostgreSQL runs too (see `migrations/README.md`), with
+//! `$n` placeholders. sqlx binds a placeholder without a value as NULL and ignores extra
+//! values, silently: keep each statement's `.bind` calls in placeholder order.
 
 use crate::codec::{from_json, from_micros, micros, micros_opt, to_json};
 use crate::page::{into_page, key_cursor, page_size, project_cursor, Cursor};
@@ -343,7 +347,7 @@ impl MetaStore for SqliteStore {
         // One organization per installation: insert only into an empty table.
         let done = sqlx::query(
             "insert into organizations (number, display_name, create_time) \
-             select ?, ?, ? where not exists (select 1 from organizations)",
+             select $1, $2, $3 where not exists (select 1 from organizations)",
         )
         .bind(org.number)
         .bind(&org.display_name)
@@ -363,7 +367,7 @@ impl MetaStore for SqliteStore {
     }
 
     async fn get_meta(&self, key: &str) -> Result<Option<String>> {
-        sqlx::query_scalar("select value from meta where key = ?")
+        sqlx::query_scalar("select value from meta where key = $1")
             .bind(key)
             .fetch_optional(&self.read)
             .await
@@ -372,7 +376,7 @@ impl MetaStore for SqliteStore {
 
     async fn set_meta(&self, key: &str, value: &str) -> Result<()> {
         sqlx::query(
-            "insert into meta (key, value) values (?, ?) \
+            "insert into meta (key, value) values ($1, $2) \
              on conflict (key) do update set value = excluded.value",
         )
         .bind(key)
@@ -385,7 +389,7 @@ impl MetaStore for SqliteStore {
 
     async fn put_operation(&self, op: &StoredOperation) -> Result<()> {
         sqlx::query(
-            "insert into operations (name, body, create_time) values (?, ?, ?) \
+            "insert into operations (name, body, create_time) values ($1, $2, $3) \
              on conflict (name) do update \
              set body = excluded.body, create_time = excluded.create_time",
         )
@@ -399,7 +403,7 @@ impl MetaStore for SqliteStore {
     }
 
     async fn get_operation(&self, name: &str) -> Result<StoredOperation> {
-        let row = sqlx::query("select name, body, create_time from operations where name = ?")
+        let row = sqlx::query("select name, body, create_time from operations where name = $1")
             .bind(name)
             .fetch_optional(&self.read)
             .await
@@ -421,7 +425,7 @@ impl ProjectStore for SqliteStore {
         sqlx::query(concat!(
             "insert into projects (",
             project_columns!(),
-            ") values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            ") values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
         ))
         .bind(p.number)
         .bind(&p.project_id)
@@ -454,7 +458,7 @@ impl ProjectStore for SqliteStore {
         let row = sqlx::query(concat!(
             "select ",
             project_columns!(),
-            " from projects where number = ?"
+            " from projects where number = $1"
         ))
         .bind(number)
         .fetch_optional(&self.read)
@@ -468,7 +472,7 @@ impl ProjectStore for SqliteStore {
         let row = sqlx::query(concat!(
             "select ",
             project_columns!(),
-            " from projects where project_id = ?"
+            " from projects where project_id = $1"
         ))
         .bind(project_id)
         .fetch_optional(&self.read)
@@ -485,11 +489,10 @@ impl ProjectStore for SqliteStore {
             "select ",
             project_columns!(),
             " from projects \
-             where (? or state = 'ACTIVE') and (? is null or project_id > ?) \
-             order by project_id limit ?"
+             where ($1 or state = 'ACTIVE') and ($2 is null or project_id > $2) \
+             order by project_id limit $3"
         ))
         .bind(show_deleted)
-        .bind(after.as_deref())
         .bind(after.as_deref())
         .bind(i64::from(size) + 1)
         .fetch_all(&self.read)
@@ -503,9 +506,9 @@ impl ProjectStore for SqliteStore {
 
     async fn update_project(&self, p: &Project, expected_etag: &str) -> Result<()> {
         let done = sqlx::query(
-            "update projects set display_name = ?, labels = ?, state = ?, delete_time = ?, \
-             tier = ?, studio_visible = ?, update_time = ?, etag = ? \
-             where number = ? and etag = ?",
+            "update projects set display_name = $1, labels = $2, state = $3, delete_time = $4, \
+             tier = $5, studio_visible = $6, update_time = $7, etag = $8 \
+             where number = $9 and etag = $10",
         )
         .bind(&p.display_name)
         .bind(to_json("labels", &p.labels)?)
@@ -521,7 +524,7 @@ impl ProjectStore for SqliteStore {
         .await
         .map_err(|e| internal("update_project", e))?;
         if done.rows_affected() == 0 {
-            let exists = sqlx::query("select 1 from projects where number = ?").bind(p.number);
+            let exists = sqlx::query("select 1 from projects where number = $1").bind(p.number);
             return Err(missing_or_stale(&self.write, exists).await);
         }
         Ok(())
@@ -530,7 +533,7 @@ impl ProjectStore for SqliteStore {
     async fn set_service(&self, s: &ServiceState) -> Result<()> {
         sqlx::query(
             "insert into services (project_number, service, enabled, update_time) \
-             values (?, ?, ?, ?) \
+             values ($1, $2, $3, $4) \
              on conflict (project_number, service) do update \
              set enabled = excluded.enabled, update_time = excluded.update_time",
         )
@@ -551,7 +554,7 @@ impl ProjectStore for SqliteStore {
     async fn service(&self, project_number: i64, service: &str) -> Result<ServiceState> {
         let row = sqlx::query(
             "select project_number, service, enabled, update_time from services \
-             where project_number = ? and service = ?",
+             where project_number = $1 and service = $2",
         )
         .bind(project_number)
         .bind(service)
@@ -565,7 +568,7 @@ impl ProjectStore for SqliteStore {
     async fn list_services(&self, project_number: i64) -> Result<Vec<ServiceState>> {
         let rows = sqlx::query(
             "select project_number, service, enabled, update_time from services \
-             where project_number = ? order by service",
+             where project_number = $1 order by service",
         )
         .bind(project_number)
         .fetch_all(&self.read)
@@ -583,7 +586,7 @@ impl KeyStore for SqliteStore {
         sqlx::query(concat!(
             "insert into api_keys (",
             key_columns!(),
-            ") values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            ") values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
         ))
         .bind(k.project_number)
         .bind(&k.key_id)
@@ -621,7 +624,7 @@ impl KeyStore for SqliteStore {
         let row = sqlx::query(concat!(
             "select ",
             key_columns!(),
-            " from api_keys where project_number = ? and key_id = ?"
+            " from api_keys where project_number = $1 and key_id = $2"
         ))
         .bind(project_number)
         .bind(key_id)
@@ -639,7 +642,7 @@ impl KeyStore for SqliteStore {
         page: &PageRequest,
     ) -> Result<Page<ApiKey>> {
         let size = page_size(page);
-        let (after_time, after_id) = match key_cursor(page)? {
+        let (after_time, after_id) = match key_cursor(page, project_number)? {
             Some((t, id)) => (Some(t), Some(id)),
             None => (None, None),
         };
@@ -647,13 +650,12 @@ impl KeyStore for SqliteStore {
             "select ",
             key_columns!(),
             " from api_keys \
-             where project_number = ? and (? or delete_time is null) \
-             and (? is null or (create_time, key_id) > (?, ?)) \
-             order by create_time, key_id limit ?"
+             where project_number = $1 and ($2 or delete_time is null) \
+             and ($3 is null or (create_time, key_id) > ($3, $4)) \
+             order by create_time, key_id limit $5"
         ))
         .bind(project_number)
         .bind(show_deleted)
-        .bind(after_time)
         .bind(after_time)
         .bind(after_id.as_deref())
         .bind(i64::from(size) + 1)
@@ -662,6 +664,7 @@ impl KeyStore for SqliteStore {
         .map_err(|e| internal("list_keys", e))?;
         let items = collect(&rows, key_from_row)?;
         Ok(into_page(items, size, |k| Cursor::Key {
+            project_number,
             create_micros: micros(k.create_time),
             key_id: k.key_id.clone(),
         }))
@@ -669,9 +672,9 @@ impl KeyStore for SqliteStore {
 
     async fn update_key(&self, k: &ApiKey, expected_etag: &str) -> Result<()> {
         let done = sqlx::query(
-            "update api_keys set display_name = ?, restrictions = ?, annotations = ?, \
-             service_account_email = ?, update_time = ?, delete_time = ?, etag = ? \
-             where project_number = ? and key_id = ? and etag = ?",
+            "update api_keys set display_name = $1, restrictions = $2, annotations = $3, \
+             service_account_email = $4, update_time = $5, delete_time = $6, etag = $7 \
+             where project_number = $8 and key_id = $9 and etag = $10",
         )
         .bind(&k.display_name)
         .bind(to_json("restrictions", &k.restrictions)?)
@@ -688,7 +691,7 @@ impl KeyStore for SqliteStore {
         .map_err(|e| internal("update_key", e))?;
         if done.rows_affected() == 0 {
             let exists =
-                sqlx::query("select 1 from api_keys where project_number = ? and key_id = ?")
+                sqlx::query("select 1 from api_keys where project_number = $1 and key_id = $2")
                     .bind(k.project_number)
                     .bind(&k.key_id);
             return Err(missing_or_stale(&self.write, exists).await);
@@ -700,7 +703,7 @@ impl KeyStore for SqliteStore {
         let row = sqlx::query(concat!(
             "select ",
             key_columns!(),
-            " from api_keys where lookup_hash = ?"
+            " from api_keys where lookup_hash = $1"
         ))
         .bind(lookup_hash)
         .fetch_optional(&self.read)
@@ -724,13 +727,12 @@ impl KeyStore for SqliteStore {
     }
 
     async fn purge_deleted_keys(&self, cutoff: OffsetDateTime) -> Result<u64> {
-        let done = sqlx::query(
-            "delete from api_keys where delete_time is not null and delete_time < ?",
-        )
-        .bind(micros(cutoff))
-        .execute(&self.write)
-        .await
-        .map_err(|e| internal("purge_deleted_keys", e))?;
+        let done =
+            sqlx::query("delete from api_keys where delete_time is not null and delete_time < $1")
+                .bind(micros(cutoff))
+                .execute(&self.write)
+                .await
+                .map_err(|e| internal("purge_deleted_keys", e))?;
         Ok(done.rows_affected())
     }
 }
@@ -743,7 +745,7 @@ impl IdentityStore for SqliteStore {
         sqlx::query(concat!(
             "insert into service_accounts (",
             service_account_columns!(),
-            ") values (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            ") values ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
         ))
         .bind(&sa.email)
         .bind(&sa.unique_id)
@@ -758,7 +760,10 @@ impl IdentityStore for SqliteStore {
         .await
         .map_err(|e| match violation(&e) {
             Some(Violation::Unique(cols)) if cols.contains("unique_id") => {
-                StoreError::AlreadyExists(format!("a service account with uniqueId {}", sa.unique_id))
+                StoreError::AlreadyExists(format!(
+                    "a service account with uniqueId {}",
+                    sa.unique_id
+                ))
             }
             Some(Violation::Unique(_)) => {
                 StoreError::AlreadyExists(format!("serviceAccounts/{}", sa.email))
@@ -774,7 +779,7 @@ impl IdentityStore for SqliteStore {
         let row = sqlx::query(concat!(
             "select ",
             service_account_columns!(),
-            " from service_accounts where email = ?"
+            " from service_accounts where email = $1"
         ))
         .bind(email)
         .fetch_optional(&self.read)
@@ -788,7 +793,7 @@ impl IdentityStore for SqliteStore {
         let row = sqlx::query(concat!(
             "select ",
             service_account_columns!(),
-            " from service_accounts where unique_id = ?"
+            " from service_accounts where unique_id = $1"
         ))
         .bind(unique_id)
         .fetch_optional(&self.read)
@@ -802,7 +807,7 @@ impl IdentityStore for SqliteStore {
         let rows = sqlx::query(concat!(
             "select ",
             service_account_columns!(),
-            " from service_accounts where project_number = ? order by email"
+            " from service_accounts where project_number = $1 order by email"
         ))
         .bind(project_number)
         .fetch_all(&self.read)
@@ -813,8 +818,8 @@ impl IdentityStore for SqliteStore {
 
     async fn update_service_account(&self, sa: &ServiceAccount) -> Result<()> {
         let done = sqlx::query(
-            "update service_accounts set display_name = ?, description = ?, disabled = ?, \
-             etag = ? where email = ?",
+            "update service_accounts set display_name = $1, description = $2, disabled = $3, \
+             etag = $4 where email = $5",
         )
         .bind(&sa.display_name)
         .bind(&sa.description)
@@ -832,7 +837,7 @@ impl IdentityStore for SqliteStore {
 
     async fn delete_service_account(&self, email: &str) -> Result<()> {
         // Its keys go with it (on delete cascade).
-        let done = sqlx::query("delete from service_accounts where email = ?")
+        let done = sqlx::query("delete from service_accounts where email = $1")
             .bind(email)
             .execute(&self.write)
             .await
@@ -847,7 +852,7 @@ impl IdentityStore for SqliteStore {
         sqlx::query(concat!(
             "insert into service_account_keys (",
             sa_key_columns!(),
-            ") values (?, ?, ?, ?, ?, ?, ?)"
+            ") values ($1, $2, $3, $4, $5, $6, $7)"
         ))
         .bind(&k.key_id)
         .bind(&k.service_account_email)
@@ -874,7 +879,7 @@ impl IdentityStore for SqliteStore {
         let row = sqlx::query(concat!(
             "select ",
             sa_key_columns!(),
-            " from service_account_keys where key_id = ?"
+            " from service_account_keys where key_id = $1"
         ))
         .bind(key_id)
         .fetch_optional(&self.read)
@@ -888,7 +893,7 @@ impl IdentityStore for SqliteStore {
         let rows = sqlx::query(concat!(
             "select ",
             sa_key_columns!(),
-            " from service_account_keys where service_account_email = ? \
+            " from service_account_keys where service_account_email = $1 \
              order by create_time, key_id"
         ))
         .bind(email)
@@ -900,8 +905,8 @@ impl IdentityStore for SqliteStore {
 
     async fn update_service_account_key(&self, k: &ServiceAccountKey) -> Result<()> {
         let done = sqlx::query(
-            "update service_account_keys set public_key_pem = ?, disabled = ?, \
-             valid_after = ?, valid_before = ? where key_id = ?",
+            "update service_account_keys set public_key_pem = $1, disabled = $2, \
+             valid_after = $3, valid_before = $4 where key_id = $5",
         )
         .bind(&k.public_key_pem)
         .bind(k.disabled)
@@ -918,7 +923,7 @@ impl IdentityStore for SqliteStore {
     }
 
     async fn delete_service_account_key(&self, key_id: &str) -> Result<()> {
-        let done = sqlx::query("delete from service_account_keys where key_id = ?")
+        let done = sqlx::query("delete from service_account_keys where key_id = $1")
             .bind(key_id)
             .execute(&self.write)
             .await
@@ -932,7 +937,7 @@ impl IdentityStore for SqliteStore {
     async fn put_access_token(&self, t: &AccessToken) -> Result<()> {
         sqlx::query(
             "insert into access_tokens (token_hash, principal, scope, expire_time) \
-             values (?, ?, ?, ?)",
+             values ($1, $2, $3, $4)",
         )
         .bind(&t.token_hash)
         .bind(&t.principal)
@@ -950,7 +955,7 @@ impl IdentityStore for SqliteStore {
     async fn access_token(&self, token_hash: &[u8]) -> Result<AccessToken> {
         let row = sqlx::query(
             "select token_hash, principal, scope, expire_time from access_tokens \
-             where token_hash = ?",
+             where token_hash = $1",
         )
         .bind(token_hash)
         .fetch_optional(&self.read)
@@ -966,7 +971,7 @@ impl IdentityStore for SqliteStore {
     }
 
     async fn purge_expired_tokens(&self, now: OffsetDateTime) -> Result<u64> {
-        let done = sqlx::query("delete from access_tokens where expire_time < ?")
+        let done = sqlx::query("delete from access_tokens where expire_time < $1")
             .bind(micros(now))
             .execute(&self.write)
             .await

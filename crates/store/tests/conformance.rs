@@ -2,7 +2,9 @@
 //! can show: durability across reopening, file permissions, schema versions.
 
 use keyplane_store::conformance::{self, Fixture};
-use keyplane_store::{MetaStore, SqliteStore, StoreError};
+use keyplane_store::{KeyStore, MetaStore, ProjectStore, SqliteStore, Store, StoreError};
+use std::path::Path;
+use std::sync::Arc;
 
 mod in_memory {
     use super::*;
@@ -120,4 +122,126 @@ async fn unreadable_file_is_an_internal_error() {
         SqliteStore::open(&path).await,
         Err(StoreError::Internal(_))
     ));
+}
+
+/// What `_sqlx_migrations` says was applied: (version, success, checksum).
+async fn applied_migrations(path: &Path) -> Vec<(i64, bool, Vec<u8>)> {
+    use sqlx::ConnectOptions;
+    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(path)
+        .read_only(true)
+        .connect()
+        .await
+        .unwrap();
+    sqlx::query_as("select version, success, checksum from _sqlx_migrations order by version")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap()
+}
+
+/// The schema as SQLite keeps it: every table and index with its SQL.
+async fn schema(path: &Path) -> Vec<(String, String, Option<String>)> {
+    use sqlx::ConnectOptions;
+    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(path)
+        .read_only(true)
+        .connect()
+        .await
+        .unwrap();
+    sqlx::query_as("select type, name, sql from sqlite_master order by type, name")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn migrations_run_once() {
+    let shipped =
+        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "sql")
+            })
+            .count();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keyplane.db");
+
+    let store = SqliteStore::open(&path).await.unwrap();
+    let population = conformance::populate(&store).await;
+    store.close().await;
+    let first = applied_migrations(&path).await;
+    assert_eq!(first.len(), shipped, "every shipped migration applied once");
+    assert!(first.iter().all(|(_, success, _)| *success));
+    let first_schema = schema(&path).await;
+    assert!(first_schema.iter().any(|(_, name, _)| name == "api_keys"));
+
+    // Opening again (twice) applies nothing, changes no schema object and loses no data.
+    for _ in 0..2 {
+        let again = SqliteStore::open(&path).await.unwrap();
+        conformance::check_population(&again, &population).await;
+        again.close().await;
+        assert_eq!(applied_migrations(&path).await, first);
+        assert_eq!(schema(&path).await, first_schema);
+    }
+}
+
+/// The server and an admin command (or two server processes by mistake) open the same
+/// file and write at once: SQLite's busy timeout queues them, nobody sees "database is
+/// locked", and each sees the other's writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_handles_on_one_file_write_at_once() {
+    const TASKS: i64 = 40;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keyplane.db");
+    let a = Arc::new(SqliteStore::open(&path).await.unwrap());
+    // Opened while `a` is open: the migrations find nothing to do.
+    let b = Arc::new(SqliteStore::open(&path).await.unwrap());
+    let p = conformance::project(1);
+    a.create_project(&p).await.unwrap();
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 1..=TASKS {
+        let (writer, reader) = if n % 2 == 0 {
+            (a.clone(), b.clone())
+        } else {
+            (b.clone(), a.clone())
+        };
+        let pn = p.number;
+        tasks.spawn(async move {
+            let k = conformance::api_key(pn, n);
+            writer.create_key(&k).await?;
+            writer.set_meta(&format!("task.{n}"), "done").await?;
+            // Committed by one handle, visible through the other.
+            assert_eq!(reader.key_by_hash(&k.lookup_hash).await?, k);
+            Ok::<_, StoreError>(())
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        joined
+            .expect("task panicked")
+            .expect("concurrent write failed");
+    }
+    for s in [&a, &b] {
+        assert_eq!(s.all_live_keys().await.unwrap().len(), TASKS as usize);
+        assert_eq!(
+            s.get_meta(&format!("task.{TASKS}"))
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("done")
+        );
+    }
+}
+
+/// The server holds the store as `Arc<dyn Store>`.
+#[tokio::test]
+async fn usable_as_a_trait_object() {
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().await.unwrap());
+    store.set_meta("k", "v").await.unwrap();
+    assert_eq!(store.get_meta("k").await.unwrap().as_deref(), Some("v"));
+    assert!(store.all_live_keys().await.unwrap().is_empty());
 }

@@ -10,7 +10,9 @@
 //!   talks to the worker over tokio channels;
 //! - the chat template is the GGUF's own Jinja template, rendered with minijinja.
 //!
-//! llama.cpp's own log lines go to `tracing` with the target `llama-cpp-2`.
+//! llama.cpp's own log lines are dropped (they would otherwise go to stderr), unless
+//! [`LocalOptions::engine_logs`] asks for them; then they go to `tracing` with the target
+//! `llama-cpp-2`.
 
 mod template;
 mod text;
@@ -39,6 +41,9 @@ pub const DEFAULT_MODEL_ID: &str = "smollm2-135m-instruct";
 /// Output tokens when the request does not say (never more than the context leaves).
 pub const DEFAULT_MAX_OUTPUT_TOKENS: u32 = 512;
 
+/// llama.cpp's limit on the sequences of one context (`LLAMA_MAX_SEQ`).
+const MAX_PARALLEL: usize = 256;
+
 /// Sampling defaults advertised in [`ModelInfo`] and used when a request leaves them out.
 /// Low temperature: a 135M model drifts quickly when sampled hot.
 pub const DEFAULT_TEMPERATURE: f32 = 0.2;
@@ -59,9 +64,12 @@ pub struct LocalOptions {
     pub queue: usize,
     /// Context of each sequence, prompt plus output, in tokens. Default 2048.
     pub context_per_sequence: u32,
-    /// llama.cpp threads of the worker. Default 1 (see spec/local-model.md and the README
-    /// of this crate's bench: 1 thread holds up when other work competes for the 2 cores).
+    /// llama.cpp threads of the worker. Default 1 (spec/local-model.md: one thread holds up
+    /// when other work competes for the cores; two threads collapse under contention).
     pub threads: i32,
+    /// Forward llama.cpp's own log lines to `tracing` (target `llama-cpp-2`) instead of
+    /// dropping them. Process-wide, decided by the first backend loaded. Default false.
+    pub engine_logs: bool,
 }
 
 impl LocalOptions {
@@ -73,6 +81,7 @@ impl LocalOptions {
             queue: 64,
             context_per_sequence: 2048,
             threads: 1,
+            engine_logs: false,
         }
     }
 }
@@ -114,10 +123,11 @@ impl LocalBackend {
     /// Loads the model (once per path per process), creates the context and starts the
     /// worker thread. Blocking (about 0.2 s): call it at startup or from `spawn_blocking`.
     pub fn load(opts: LocalOptions) -> Result<LocalBackend, BackendError> {
-        if opts.parallel == 0 {
-            return Err(BackendError::InvalidArgument(
-                "local backend: parallel must be at least 1".into(),
-            ));
+        if opts.parallel == 0 || opts.parallel > MAX_PARALLEL {
+            return Err(BackendError::InvalidArgument(format!(
+                "local backend: parallel must be between 1 and {MAX_PARALLEL}, got {}",
+                opts.parallel
+            )));
         }
         if opts.context_per_sequence < 16 {
             return Err(BackendError::InvalidArgument(
@@ -131,15 +141,16 @@ impl LocalBackend {
             )));
         }
         let threads = opts.threads.max(1);
-        let n_seq = u32::try_from(opts.parallel).map_err(|_| {
-            BackendError::InvalidArgument("local backend: parallel is too large".into())
-        })?;
+        let n_seq = u32::try_from(opts.parallel).unwrap_or(1);
 
         let mut engine = ENGINE.lock();
         let engine = match engine.as_mut() {
             Some(engine) => engine,
             None => {
-                llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
+                // Before anything else: llama.cpp logs to stderr until told otherwise.
+                llama_cpp_2::send_logs_to_tracing(
+                    llama_cpp_2::LogOptions::default().with_logs_enabled(opts.engine_logs),
+                );
                 let backend = LlamaBackend::init().map_err(|e| {
                     BackendError::Unavailable(format!("llama.cpp backend init failed: {e}"))
                 })?;
@@ -183,8 +194,15 @@ impl LocalBackend {
         })?;
 
         let n_batch = worker::batch_capacity(opts.parallel);
+        // The KV cache is split evenly between the sequences (kv_unified stays off), so each
+        // one has `context_per_sequence` positions of its own.
+        let n_ctx = context_per_sequence.checked_mul(n_seq).ok_or_else(|| {
+            BackendError::InvalidArgument(
+                "local backend: parallel x context_per_sequence is too large".into(),
+            )
+        })?;
         let params = LlamaContextParams::default()
-            .with_n_ctx(std::num::NonZeroU32::new(context_per_sequence * n_seq))
+            .with_n_ctx(std::num::NonZeroU32::new(n_ctx))
             .with_n_seq_max(n_seq)
             .with_n_batch(n_batch)
             .with_n_ubatch(n_batch)
@@ -214,8 +232,8 @@ impl LocalBackend {
             id: opts.model_id.clone(),
             display_name: "SmolLM2 135M Instruct".into(),
             description: "SmolLM2-135M-Instruct (Q4_1 GGUF) running locally on llama.cpp.".into(),
-            input_token_limit: context_per_sequence - 1,
-            output_token_limit: context_per_sequence - 1,
+            input_token_limit: context_per_sequence,
+            output_token_limit: context_per_sequence,
             temperature: DEFAULT_TEMPERATURE,
             top_p: DEFAULT_TOP_P,
             top_k: DEFAULT_TOP_K,
@@ -250,13 +268,14 @@ impl LocalBackend {
         &self,
         req: ChatRequest,
     ) -> Result<mpsc::UnboundedReceiver<Result<StreamEvent, BackendError>>, BackendError> {
+        // Admission first: a full backend answers at once, without tokenizing anything.
+        let permit = Arc::clone(&self.inner.admission)
+            .try_acquire_owned()
+            .map_err(|_| BackendError::Overloaded)?;
         let inner = Arc::clone(&self.inner);
         let prepared = tokio::task::spawn_blocking(move || inner.prepare(&req))
             .await
             .map_err(|e| BackendError::Internal(format!("prompt preparation failed: {e}")))??;
-        let permit = Arc::clone(&self.inner.admission)
-            .try_acquire_owned()
-            .map_err(|_| BackendError::Overloaded)?;
         let (events, rx) = mpsc::unbounded_channel();
         let job = Job {
             tokens: prepared.tokens,
@@ -264,7 +283,7 @@ impl LocalBackend {
             sampling: prepared.sampling,
             stops: prepared.stops,
             events,
-            _permit: permit,
+            permit,
             enqueued: std::time::Instant::now(),
         };
         self.inner
@@ -338,8 +357,13 @@ impl Inner {
 
         let prompt = self.render(req)?;
         let tokens = self.tokenize(&prompt);
+        if tokens.is_empty() {
+            return Err(BackendError::InvalidArgument(
+                "the rendered prompt is empty".into(),
+            ));
+        }
         let n_prompt = u32::try_from(tokens.len()).unwrap_or(u32::MAX);
-        let limit = self.context_per_sequence - 1;
+        let limit = self.context_per_sequence;
         if n_prompt > limit {
             return Err(BackendError::InvalidArgument(format!(
                 "The input token count ({n_prompt}) exceeds the maximum number of tokens allowed ({limit})."
@@ -349,7 +373,9 @@ impl Inner {
             None | Some(0) => DEFAULT_MAX_OUTPUT_TOKENS,
             Some(n) => n,
         };
-        let max_tokens = requested.min(self.context_per_sequence - n_prompt);
+        // The k-th output token is sampled from the logits at position n_prompt + k - 2, and
+        // positions end at the context: room for context - n_prompt + 1 output tokens.
+        let max_tokens = requested.min(limit - n_prompt + 1);
 
         let sampling = if temperature <= 0.0 {
             Sampling::Greedy
@@ -450,5 +476,35 @@ impl Backend for LocalBackend {
         })
         .await
         .map_err(|e| BackendError::Internal(format!("token counting failed: {e}")))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `template.rs` tests against a copy of the GGUF's template; it must stay a true copy.
+    #[test]
+    fn bundled_template_copy_matches_the_gguf() {
+        let path = std::env::var("KEYPLANE_MODEL").unwrap_or_else(|_| {
+            panic!("KEYPLANE_MODEL is not set: run `eval \"$(scripts/setup.sh)\"` first")
+        });
+        let mut opts = LocalOptions::new(path);
+        opts.parallel = 1;
+        opts.context_per_sequence = 256;
+        let backend = match LocalBackend::load(opts) {
+            Ok(backend) => backend,
+            Err(e) => panic!("loading the local model failed: {e}"),
+        };
+        let source = backend
+            .inner
+            .model
+            .chat_template(None)
+            .ok()
+            .and_then(|t| t.to_string().ok());
+        assert_eq!(
+            source.as_deref(),
+            Some(include_str!("smollm2_chat_template.jinja"))
+        );
     }
 }

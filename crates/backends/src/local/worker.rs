@@ -79,7 +79,7 @@ pub(crate) struct Job {
     pub(crate) stops: Vec<String>,
     pub(crate) events: mpsc::UnboundedSender<Result<StreamEvent, BackendError>>,
     /// Held until the job is finished or dropped: that is what frees capacity.
-    pub(crate) _permit: OwnedSemaphorePermit,
+    pub(crate) permit: OwnedSemaphorePermit,
     pub(crate) enqueued: Instant,
 }
 
@@ -346,53 +346,64 @@ impl Worker {
                 .as_ref()
                 .is_some_and(|slot| slot.logits_at.is_some() || slot.prefilled > 0);
             if in_batch {
-                if let Some(slot) = &self.slots[seq] {
-                    let _ = slot
-                        .job
-                        .events
-                        .send(Err(BackendError::Internal(why.to_owned())));
+                if let Some(slot) = self.release(seq) {
+                    let Job {
+                        events, permit, ..
+                    } = slot.job;
+                    drop(permit);
+                    let _ = events.send(Err(BackendError::Internal(why.to_owned())));
                 }
-                self.release(seq);
             }
         }
     }
 
+    /// Frees the slot, then sends `Done`: a client that starts its next request as soon as
+    /// it sees `Done` finds the capacity already released.
     fn finish(&mut self, seq: usize, finish_reason: FinishReason) {
-        if let Some(slot) = &self.slots[seq] {
-            let _ = slot.job.events.send(Ok(StreamEvent::Done {
-                prompt_tokens: slot.prompt_tokens(),
-                completion_tokens: slot.completion_tokens,
-                finish_reason,
-            }));
+        let Some(slot) = self.release(seq) else {
+            return;
+        };
+        let prompt_tokens = slot.prompt_tokens();
+        let completion_tokens = slot.completion_tokens;
+        if tracing::enabled!(tracing::Level::DEBUG) {
             let now = Instant::now();
             let first = slot.first_token_at.unwrap_or(now);
             let gen_secs = (now - first).as_secs_f64();
             tracing::debug!(
                 seq,
-                prompt_tokens = slot.prompt_tokens(),
-                completion_tokens = slot.completion_tokens,
+                prompt_tokens,
+                completion_tokens,
                 ?finish_reason,
                 queued_ms = (slot.admitted - slot.job.enqueued).as_millis() as u64,
                 first_token_ms = (first - slot.admitted).as_millis() as u64,
                 tokens_per_s = if gen_secs > 0.0 {
-                    f64::from(slot.completion_tokens.saturating_sub(1)) / gen_secs
+                    f64::from(completion_tokens.saturating_sub(1)) / gen_secs
                 } else {
                     0.0
                 },
                 "local generation finished"
             );
         }
-        self.release(seq);
+        let Job {
+            events, permit, ..
+        } = slot.job;
+        drop(permit);
+        let _ = events.send(Ok(StreamEvent::Done {
+            prompt_tokens,
+            completion_tokens,
+            finish_reason,
+        }));
     }
 
-    /// Clears the sequence's KV cache and frees the slot (and with it the admission permit).
-    fn release(&mut self, seq: usize) {
-        if self.slots[seq].take().is_some() {
-            let seq_u32 = u32::try_from(seq).unwrap_or(u32::MAX);
-            if let Err(e) = self.ctx.clear_kv_cache_seq(Some(seq_u32), None, None) {
-                tracing::error!(seq, error = %e, "clearing a sequence's KV cache failed");
-            }
+    /// Takes the slot out and clears its sequence's KV cache. Dropping the returned slot
+    /// releases the admission permit.
+    fn release(&mut self, seq: usize) -> Option<Slot> {
+        let slot = self.slots[seq].take()?;
+        let seq_u32 = u32::try_from(seq).unwrap_or(u32::MAX);
+        if let Err(e) = self.ctx.clear_kv_cache_seq(Some(seq_u32), None, None) {
+            tracing::error!(seq, error = %e, "clearing a sequence's KV cache failed");
         }
+        Some(slot)
     }
 }
 

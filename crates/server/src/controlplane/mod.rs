@@ -23,6 +23,7 @@ pub fn store_error(e: StoreError) -> ApiError {
         StoreError::EtagMismatch => ApiError::aborted(
             "The etag does not match the current version of the resource; read it again and retry.",
         ),
+        StoreError::InvalidArgument(msg) => ApiError::invalid_argument(msg),
         StoreError::Internal(cause) => ApiError::internal_from(cause),
     }
 }

@@ -121,7 +121,7 @@ create table operations (
 create table users (
     email         text    primary key not null,
     password_hash text    not null,
-    disabled      integer not null default 0 check (disabled in (0, 1)),
+    disabled      integer not null default false check (disabled in (0, 1)),
     create_time   integer not null
 ) strict;
 

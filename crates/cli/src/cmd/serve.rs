@@ -1,0 +1,20 @@
+//! `keyplane serve`: logs to stderr (`RUST_LOG`, default `info`), then runs the server.
+
+use crate::args::ServeArgs;
+use tracing_subscriber::EnvFilter;
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Ignore a second initialisation (there is none in the binary; tests may differ).
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+    keyplane_server::serve(keyplane_server::Config {
+        listen: args.listen,
+        data_dir: args.data_dir,
+        config_file: args.config,
+        model_path: args.model,
+    })
+    .await
+}
