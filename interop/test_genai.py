@@ -304,14 +304,14 @@ def http(
         req.add_header("Content-Type", "application/json")
     try:
         with _opener.open(req, timeout=120) as resp:
-            return resp.status, dict(resp.headers), resp.read()
+            return resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()
     except urllib.error.HTTPError as e:
-        return e.code, dict(e.headers), e.read()
+        return e.code, {k.lower(): v for k, v in e.headers.items()}, e.read()
 
 
 def assert_seeds_answer(status: int, headers: dict[str, str], raw: bytes) -> None:
     assert status == 200, raw
-    assert headers.get("Content-Type", "").startswith("application/json"), headers
+    assert headers.get("content-type", "").startswith("application/json"), headers
     body = json.loads(raw)
     text = "".join(p.get("text", "") for p in body["candidates"][0]["content"]["parts"])
     assert text.strip(), body
@@ -334,7 +334,7 @@ def test_seeds_curl_with_key_query(base_url: str, api_key: str) -> None:
 def test_no_key_is_403(base_url: str) -> None:
     status, headers, raw = http("POST", f"{base_url}/v1beta/models/{MODEL}:generateContent", SEEDS_BODY)
     assert status == 403, raw
-    assert headers.get("Content-Type", "").startswith("application/json"), headers
+    assert headers.get("content-type", "").startswith("application/json"), headers
     err = json.loads(raw)["error"]
     assert err["code"] == 403 and err["status"] == "PERMISSION_DENIED", err
 
@@ -345,7 +345,7 @@ def test_sse_framing_is_plain(base_url: str, api_key: str) -> None:
     body = dict(SEEDS_BODY, generationConfig={"maxOutputTokens": 8})
     status, headers, raw = http("POST", url, body, {"x-goog-api-key": api_key})
     assert status == 200, raw
-    assert headers.get("Content-Type", "").startswith("text/event-stream"), headers
+    assert headers.get("content-type", "").startswith("text/event-stream"), headers
     events = [e for e in raw.decode().replace("\r\n", "\n").split("\n\n") if e.strip()]
     assert events, raw
     for event in events:

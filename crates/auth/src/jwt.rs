@@ -106,7 +106,8 @@ impl<'a> Unverified<'a> {
     /// Verifies the signature with `key` and the time window against `now` (unix seconds).
     pub fn verify(self, key: &RsaPublicKey, now: i64) -> Result<Claims, JwtError> {
         let vk = VerifyingKey::<Sha256>::new(key.clone());
-        let sig = Signature::try_from(self.signature.as_slice()).map_err(|_| JwtError::Signature)?;
+        let sig =
+            Signature::try_from(self.signature.as_slice()).map_err(|_| JwtError::Signature)?;
         vk.verify(self.signed.as_bytes(), &sig)
             .map_err(|_| JwtError::Signature)?;
         let c = self.claims;
@@ -167,7 +168,10 @@ mod tests {
         );
         // Expired.
         assert_eq!(
-            decode(&good).unwrap().verify(&pubkey, now + 7200).unwrap_err(),
+            decode(&good)
+                .unwrap()
+                .verify(&pubkey, now + 7200)
+                .unwrap_err(),
             JwtError::Timeframe
         );
         // Signed by another key.
@@ -181,7 +185,10 @@ mod tests {
         let evil = URL_SAFE_NO_PAD.encode(claims.replace("a@b", "x@b"));
         parts[1] = &evil;
         assert_eq!(
-            decode(&parts.join(".")).unwrap().verify(&pubkey, now).unwrap_err(),
+            decode(&parts.join("."))
+                .unwrap()
+                .verify(&pubkey, now)
+                .unwrap_err(),
             JwtError::Signature
         );
         // Lifetime too long.

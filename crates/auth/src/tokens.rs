@@ -102,9 +102,14 @@ mod tests {
         assert_eq!(hash.to_vec(), rec.token_hash);
         assert!(cache.get(&hash, now).is_some());
         assert!(cache.get(&hash, now + Duration::hours(2)).is_none());
-        assert!(cache.get(&hash, now).is_none(), "expired tokens are dropped");
+        assert!(
+            cache.get(&hash, now).is_none(),
+            "expired tokens are dropped"
+        );
         let (p2, _) = cache.mint(&secret, "serviceAccount:a@b", "", now);
         cache.revoke_principal("serviceAccount:a@b");
-        assert!(cache.get(&secret.mac(p2.expose().as_bytes()), now).is_none());
+        assert!(cache
+            .get(&secret.mac(p2.expose().as_bytes()), now)
+            .is_none());
     }
 }

@@ -31,7 +31,10 @@ fn request(max: u32) -> ChatRequest {
 /// (seconds to the first delta, seconds in total, output tokens)
 async fn timed(backend: &LocalBackend, max: u32) -> Result<(f64, f64, u32), String> {
     let started = Instant::now();
-    let mut stream = backend.stream(request(max)).await.map_err(|e| e.to_string())?;
+    let mut stream = backend
+        .stream(request(max))
+        .await
+        .map_err(|e| e.to_string())?;
     let mut first = None;
     while let Some(event) = stream.next().await {
         match event.map_err(|e| e.to_string())? {

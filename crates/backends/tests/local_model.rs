@@ -47,7 +47,7 @@ fn user(text: &str) -> ChatMessage {
     }
 }
 
-/// A greedy request with at most `max` output tokens.
+/// A greedy request with at most `max` output tokens, under SmolLM2's default system prompt.
 fn request(text: &str, max: u32) -> ChatRequest {
     ChatRequest {
         model: "smollm2-135m-instruct".into(),
@@ -59,6 +59,14 @@ fn request(text: &str, max: u32) -> ChatRequest {
             ..GenerationParams::default()
         },
     }
+}
+
+/// "What is the capital of France?" under a plain system prompt: greedy, SmolLM2 answers
+/// "The capital of France is Paris." (under its default system prompt it rambles in French).
+fn france(max: u32) -> ChatRequest {
+    let mut req = request("What is the capital of France?", max);
+    req.system = Some("You are a helpful assistant.".into());
+    req
 }
 
 /// Collects a stream: the deltas' text, and the final event.
@@ -102,9 +110,9 @@ fn models_describes_smollm2() {
 async fn generate_returns_text_and_real_counts() {
     let _serial = SERIAL.lock().await;
     let b = backend();
-    let req = request("What is the capital of France?", 16);
+    let req = france(16);
     let started = Instant::now();
-    let c = b.generate(req.clone()).await.expect("generate");
+    let c = b.generate(req).await.expect("generate");
     let secs = started.elapsed().as_secs_f64();
     println!(
         "generate: {:?} ({} prompt + {} output tokens in {:.3} s, {:.0} output tok/s incl. prefill)",
@@ -119,7 +127,11 @@ async fn generate_returns_text_and_real_counts() {
     assert!(c.completion_tokens > 0 && c.completion_tokens <= 16);
     assert_eq!(c.model_version, "smollm2-135m-instruct");
     // The rendered prompt, default system prompt included, is a few dozen tokens.
-    assert!(c.prompt_tokens > 20 && c.prompt_tokens < 60, "{}", c.prompt_tokens);
+    assert!(
+        c.prompt_tokens > 20 && c.prompt_tokens < 60,
+        "{}",
+        c.prompt_tokens
+    );
     if c.completion_tokens < 16 {
         assert_eq!(c.finish_reason, FinishReason::Stop);
     }
@@ -152,7 +164,7 @@ async fn max_output_tokens_ends_with_max_tokens() {
 async fn stop_sequence_cuts_the_output() {
     let _serial = SERIAL.lock().await;
     let b = backend();
-    let mut req = request("What is the capital of France?", 16);
+    let mut req = france(16);
     let full = b.generate(req.clone()).await.expect("without stop");
     let at = full.text.find("Paris").unwrap_or_else(|| {
         panic!("the test expects Paris in the answer: {:?}", full.text);
@@ -398,7 +410,10 @@ async fn full_backend_is_overloaded_and_dropping_a_stream_frees_its_slot() {
 
     // 5. Everything released: a later request succeeds.
     wait_in_flight(b, 0).await;
-    let c = b.generate(request("Say hi.", 4)).await.expect("later request");
+    let c = b
+        .generate(request("Say hi.", 4))
+        .await
+        .expect("later request");
     assert!(c.completion_tokens > 0);
     assert_eq!(b.in_flight(), 0);
 }

@@ -141,8 +141,37 @@ pub fn error_line(err: &anyhow::Error) -> String {
                 None => format!("{message} ({status})"),
             }
         }
-        _ => format!("{err:#}"),
+        Some(ClientError::Http(e)) if e.is_connect() => format!(
+            "cannot connect to the server ({}); is `keyplane serve` running there? (--server URL chooses the server)",
+            root_message(err)
+        ),
+        Some(ClientError::Http(e)) if e.is_timeout() => {
+            "the server did not answer in time".to_owned()
+        }
+        _ => chain(err),
     }
+}
+
+/// The error and its causes joined with `: `, leaving out a cause its parent's text
+/// already ends with (wrappers that print their source).
+fn chain(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || out.ends_with(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+/// The innermost cause's text.
+fn root_message(err: &anyhow::Error) -> String {
+    err.root_cause().to_string()
 }
 
 /// Client commands end a panic with one error line and status 1, no backtrace.
@@ -214,6 +243,10 @@ mod tests {
         assert_eq!(error_line(&e), "gone (NOT_FOUND)");
         let e = anyhow::anyhow!("plain");
         assert_eq!(error_line(&e), "plain");
+        let e = anyhow::Error::new(std::io::Error::other("inner")).context("outer: inner");
+        assert_eq!(error_line(&e), "outer: inner");
+        let e = anyhow::Error::new(std::io::Error::other("inner")).context("outer");
+        assert_eq!(error_line(&e), "outer: inner");
     }
 
     #[test]

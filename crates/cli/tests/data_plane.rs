@@ -748,10 +748,10 @@ async fn eight_concurrent_requests_all_succeed() {
     let ctx = s.ctx().await;
     let key = ctx.new_key("dp-conc").await;
     let _g = generation_lock();
-    let prompts: Vec<String> = (0..8).map(|i| format!("Count to {i} in words")).collect();
-    let calls = prompts
-        .iter()
-        .map(|p| ctx.generate(&key.key_string, &gen_body(p, 4)));
+    let bodies: Vec<Value> = (0..8)
+        .map(|i| gen_body(&format!("Count to {i} in words"), 4))
+        .collect();
+    let calls = bodies.iter().map(|b| ctx.generate(&key.key_string, b));
     let results = futures::future::join_all(calls).await;
     for r in &results {
         check_generation(r, 4);

@@ -28,7 +28,9 @@ pub fn validate_project_id(id: &str) -> Result<(), InvalidId> {
     }
     for word in ["google", "null", "undefined", "ssl"] {
         if id.contains(word) {
-            return bad(&format!("it must not contain the restricted string \"{word}\""));
+            return bad(&format!(
+                "it must not contain the restricted string \"{word}\""
+            ));
         }
     }
     Ok(())

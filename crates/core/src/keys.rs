@@ -141,7 +141,9 @@ impl ServerSecret {
         let pt = cipher
             .decrypt(Nonce::from_slice(&blob[..12]), &blob[12..])
             .map_err(|_| DecryptError)?;
-        String::from_utf8(pt).map(PlainKey).map_err(|_| DecryptError)
+        String::from_utf8(pt)
+            .map(PlainKey)
+            .map_err(|_| DecryptError)
     }
 }
 

@@ -10,7 +10,10 @@ pub const KNOWN_SERVICES: &[(&str, &str)] = &[
     (GENERATIVE_LANGUAGE, "Generative Language API"),
     (AIPLATFORM, "Vertex AI API"),
     ("apikeys.googleapis.com", "API Keys API"),
-    ("iam.googleapis.com", "Identity and Access Management (IAM) API"),
+    (
+        "iam.googleapis.com",
+        "Identity and Access Management (IAM) API",
+    ),
     (
         "cloudresourcemanager.googleapis.com",
         "Cloud Resource Manager API",

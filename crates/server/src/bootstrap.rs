@@ -72,8 +72,9 @@ pub fn load_or_create_secret(dir: &Path) -> anyhow::Result<ServerSecret> {
         );
     }
     let text = fs::read_to_string(&path)?;
-    let raw = hex::decode(text.trim())
-        .map_err(|_| anyhow::anyhow!("{} is corrupt (expected 64 hex characters)", path.display()))?;
+    let raw = hex::decode(text.trim()).map_err(|_| {
+        anyhow::anyhow!("{} is corrupt (expected 64 hex characters)", path.display())
+    })?;
     ServerSecret::from_bytes(&raw)
         .map_err(|_| anyhow::anyhow!("{} is corrupt (expected 64 hex characters)", path.display()))
 }
@@ -168,11 +169,20 @@ pub async fn bootstrap(
     };
 
     let creds_path = dir.join(OWNER_CREDENTIALS_FILE);
-    if !creds_path.exists() && store.get_meta("bootstrap.owner_key").await.map_err(store_err)?.is_none() {
+    if !creds_path.exists()
+        && store
+            .get_meta("bootstrap.owner_key")
+            .await
+            .map_err(store_err)?
+            .is_none()
+    {
         let (key, file) = mint_key_file(&sa, base_url)
             .await
             .map_err(|e| anyhow::anyhow!("cannot create the owner key: {}", e.message))?;
-        store.add_service_account_key(&key).await.map_err(store_err)?;
+        store
+            .add_service_account_key(&key)
+            .await
+            .map_err(store_err)?;
         let mut text = serde_json::to_string_pretty(&file)?;
         text.push('\n');
         write_private_file(&creds_path, text.as_bytes())?;

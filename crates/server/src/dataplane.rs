@@ -21,8 +21,8 @@ use keyplane_core::{services, PlainKey};
 use keyplane_wire::error::JSON_UTF8;
 use keyplane_wire::gemini::{
     finish_reason, Candidate, Content, CountTokensRequest, CountTokensResponse,
-    GenerateContentRequest, GenerateContentResponse, ListModelsResponse, Model,
-    ModalityTokenCount, UsageMetadata,
+    GenerateContentRequest, GenerateContentResponse, ListModelsResponse, ModalityTokenCount, Model,
+    UsageMetadata,
 };
 use keyplane_wire::{parse_json_body, ApiError};
 use std::collections::HashMap;
@@ -37,12 +37,10 @@ const MAX_PAGE_SIZE: usize = 1000;
 pub fn router() -> Router<AppState> {
     let mut r = Router::new();
     for v in VERSIONS {
-        r = r
-            .route(&format!("/{v}/models"), get(list_models))
-            .route(
-                &format!("/{v}/models/{{*rest}}"),
-                get(get_model).post(post_model),
-            );
+        r = r.route(&format!("/{v}/models"), get(list_models)).route(
+            &format!("/{v}/models/{{*rest}}"),
+            get(get_model).post(post_model),
+        );
     }
     r
 }
@@ -58,12 +56,19 @@ impl Params {
         Params(pairs.into_iter().collect())
     }
     fn get(&self, name: &str) -> Option<&str> {
-        self.0.get(name).map(String::as_str).filter(|s| !s.is_empty())
+        self.0
+            .get(name)
+            .map(String::as_str)
+            .filter(|s| !s.is_empty())
     }
 }
 
 fn api_version(uri_path: &str) -> &'static str {
-    let first = uri_path.trim_start_matches('/').split('/').next().unwrap_or("");
+    let first = uri_path
+        .trim_start_matches('/')
+        .split('/')
+        .next()
+        .unwrap_or("");
     VERSIONS
         .iter()
         .find(|v| **v == first)
@@ -160,10 +165,7 @@ fn model_json(id: &str, m: &RoutedModel) -> Model {
         description,
         input_token_limit: i32::try_from(m.info.input_token_limit).unwrap_or(i32::MAX),
         output_token_limit: i32::try_from(m.info.output_token_limit).unwrap_or(i32::MAX),
-        supported_generation_methods: vec![
-            "generateContent".to_owned(),
-            "countTokens".to_owned(),
-        ],
+        supported_generation_methods: vec!["generateContent".to_owned(), "countTokens".to_owned()],
         temperature: Some(f64::from(m.info.temperature)),
         max_temperature: Some(f64::from(m.info.max_temperature)),
         top_p: Some(f64::from(m.info.top_p)),
@@ -282,10 +284,12 @@ async fn post_model_inner(
             .get(&id)
             .ok_or_else(|| ApiError::model_not_found(&id, version, &method))?
             .clone(),
-        "embedContent" | "batchEmbedContents" | "batchGenerateContent" | "predict"
-        | "predictLongRunning" | "generateAnswer" => {
-            return Err(ApiError::model_not_found(&id, version, &method))
-        }
+        "embedContent"
+        | "batchEmbedContents"
+        | "batchGenerateContent"
+        | "predict"
+        | "predictLongRunning"
+        | "generateAnswer" => return Err(ApiError::model_not_found(&id, version, &method)),
         _ => {
             return Err(ApiError::not_found(format!(
                 "The requested URL /{version}/models/{rest} was not found on this server."
@@ -539,11 +543,7 @@ fn stream_response(events: keyplane_backends::EventStream, model: String, sse: b
         });
         Body::from_stream(items.chain(close))
     };
-    let content_type = if sse {
-        "text/event-stream"
-    } else {
-        JSON_UTF8
-    };
+    let content_type = if sse { "text/event-stream" } else { JSON_UTF8 };
     (
         StatusCode::OK,
         [
@@ -633,14 +633,8 @@ fn async_stream(
                     st.done = true;
                     if let Some((t, p, c)) = st.held.take() {
                         // The backend ended without Done: report what we have as OTHER.
-                        let out = chunk(
-                            Some(t),
-                            Some(finish_reason::OTHER),
-                            p,
-                            c,
-                            &st.model,
-                            &st.id,
-                        );
+                        let out =
+                            chunk(Some(t), Some(finish_reason::OTHER), p, c, &st.model, &st.id);
                         return Some((Ok(out), st));
                     }
                     return None;

@@ -5,10 +5,10 @@ use http::request::Parts;
 use keyplane_auth::jwt;
 use keyplane_core::{now, ServiceAccount, ServiceAccountKey};
 use keyplane_store::StoreError;
+use keyplane_wire::cloud::ServiceAccountKeyFile;
 use keyplane_wire::ApiError;
 use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
 use rsa::RsaPrivateKey;
-use keyplane_wire::cloud::ServiceAccountKeyFile;
 use time::Duration;
 
 use crate::app::AppState;
@@ -81,7 +81,11 @@ fn invalid_credentials(reason: &str) -> ApiError {
 
 /// The Bearer token of a request, if any.
 pub fn bearer(parts: &Parts) -> Option<&str> {
-    let value = parts.headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let value = parts
+        .headers
+        .get(http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme
         .eq_ignore_ascii_case("bearer")
@@ -130,16 +134,19 @@ impl AppState {
     /// JWT as Google's client libraries send (audience a Google API host, or a scope).
     pub async fn caller_from_bearer(&self, token: &str) -> Result<Caller, ApiError> {
         if token.matches('.').count() == 2 && !token.starts_with("ya29.") {
-            let (sa, claims) = self
-                .verify_service_account_jwt(token)
-                .await
-                .map_err(|e| match e {
-                    jwt::JwtError::Timeframe => invalid_credentials("ACCESS_TOKEN_EXPIRED"),
-                    _ => invalid_credentials("ACCESS_TOKEN_TYPE_UNSUPPORTED"),
-                })?;
+            let (sa, claims) =
+                self.verify_service_account_jwt(token)
+                    .await
+                    .map_err(|e| match e {
+                        jwt::JwtError::Timeframe => invalid_credentials("ACCESS_TOKEN_EXPIRED"),
+                        _ => invalid_credentials("ACCESS_TOKEN_TYPE_UNSUPPORTED"),
+                    })?;
             let audience_ok = match claims.aud.as_deref() {
-                Some(aud) => aud.starts_with("https://") && aud.trim_end_matches('/').ends_with(".googleapis.com")
-                    || aud.starts_with(&self.base_url),
+                Some(aud) => {
+                    aud.starts_with("https://")
+                        && aud.trim_end_matches('/').ends_with(".googleapis.com")
+                        || aud.starts_with(&self.base_url)
+                }
                 None => claims.scope.as_deref().is_some_and(|s| !s.is_empty()),
             };
             if !audience_ok {

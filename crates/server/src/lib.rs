@@ -78,10 +78,7 @@ pub fn find_model(config: &Config) -> anyhow::Result<PathBuf> {
 }
 
 /// The routing table: the local model under its own id and every configured alias.
-pub fn build_models(
-    settings: &Settings,
-    backend: Arc<dyn Backend>,
-) -> anyhow::Result<ModelRouter> {
+pub fn build_models(settings: &Settings, backend: Arc<dyn Backend>) -> anyhow::Result<ModelRouter> {
     let mut router = ModelRouter::default();
     for info in backend.models() {
         router.models.insert(
@@ -138,7 +135,10 @@ async fn not_found(req: Request) -> axum::response::Response {
 /// A handler that panics answers a google.rpc.Status 500, never a dropped connection.
 async fn catch_panics(req: Request, next: axum::middleware::Next) -> axum::response::Response {
     use futures::FutureExt;
-    match std::panic::AssertUnwindSafe(next.run(req)).catch_unwind().await {
+    match std::panic::AssertUnwindSafe(next.run(req))
+        .catch_unwind()
+        .await
+    {
         Ok(resp) => resp,
         Err(_) => ApiError::internal_from("a request handler panicked").into_response(),
     }
@@ -155,15 +155,17 @@ pub async fn build_state(
     let secret = bootstrap::load_or_create_secret(&config.data_dir)?;
     let store = SqliteStore::open(&config.data_dir.join(bootstrap::DATABASE_FILE))
         .await
-        .with_context(|| {
-            format!("cannot open the database in {}", config.data_dir.display())
-        })?;
+        .with_context(|| format!("cannot open the database in {}", config.data_dir.display()))?;
     let store: Arc<dyn Store> = Arc::new(store);
     let boot = bootstrap::bootstrap(store.as_ref(), &config.data_dir, base_url).await?;
 
     // The request path's in-memory view.
     let snapshot = keyplane_auth::Snapshot::new();
-    for key in store.all_live_keys().await.map_err(|e| anyhow::anyhow!("{e}"))? {
+    for key in store
+        .all_live_keys()
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+    {
         snapshot.upsert_key(&key);
     }
     let mut page = keyplane_store::PageRequest::default();
@@ -223,7 +225,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     opts.context_per_sequence = settings.local.context;
     let backend = tokio::task::spawn_blocking(move || LocalBackend::load(opts))
         .await?
-        .map_err(|e| anyhow::anyhow!("cannot load the local model {}: {e}", model_path.display()))?;
+        .map_err(|e| {
+            anyhow::anyhow!("cannot load the local model {}: {e}", model_path.display())
+        })?;
     let backend: Arc<dyn Backend> = Arc::new(backend);
 
     let state = build_state(&config, &base_url, backend).await?;

@@ -44,14 +44,15 @@ async fn token(
         serde_json::from_slice(&body)
             .map_err(|_| OAuthError::invalid_request("The request body is not valid JSON."))?
     } else {
-        serde_urlencoded::from_bytes(&body).map_err(|_| {
-            OAuthError::invalid_request("The request body is not a valid form.")
-        })?
+        serde_urlencoded::from_bytes(&body)
+            .map_err(|_| OAuthError::invalid_request("The request body is not a valid form."))?
     };
     match form.grant_type.as_deref() {
         Some(JWT_BEARER) => {}
         None | Some("") => {
-            return Err(OAuthError::invalid_request("Missing required parameter: grant_type"))
+            return Err(OAuthError::invalid_request(
+                "Missing required parameter: grant_type",
+            ))
         }
         Some(_) => return Err(OAuthError::unsupported_grant_type("Invalid grant_type: ")),
     }
@@ -102,14 +103,10 @@ async fn token(
         &scope,
         now(),
     );
-    state
-        .store
-        .put_access_token(&record)
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "could not persist an access token");
-            OAuthError::server_error()
-        })?;
+    state.store.put_access_token(&record).await.map_err(|e| {
+        tracing::error!(error = %e, "could not persist an access token");
+        OAuthError::server_error()
+    })?;
     Ok(Json(TokenResponse::bearer(
         plain.expose(),
         TOKEN_LIFETIME.whole_seconds(),

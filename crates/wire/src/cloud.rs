@@ -88,26 +88,54 @@ pub struct Key {
     pub name: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub uid: String,
-    #[serde(default, alias = "display_name", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        alias = "display_name",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub display_name: String,
     /// Only in `getKeyString`'s sibling and in the CreateKey operation response.
     #[serde(default, alias = "key_string", skip_serializing_if = "Option::is_none")]
     pub key_string: Option<String>,
-    #[serde(default, alias = "create_time", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "create_time",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub create_time: Option<String>,
-    #[serde(default, alias = "update_time", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "update_time",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub update_time: Option<String>,
-    #[serde(default, alias = "delete_time", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "delete_time",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub delete_time: Option<String>,
     /// User data: keys kept verbatim.
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub annotations: BTreeMap<String, String>,
     /// `None` = not given (matters for update masks); written as `{}`-less when empty.
-    #[serde(default, deserialize_with = "restrictions_any_case", skip_serializing_if = "restrictions_absent")]
+    #[serde(
+        default,
+        deserialize_with = "restrictions_any_case",
+        skip_serializing_if = "restrictions_absent"
+    )]
     pub restrictions: Option<Restrictions>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub etag: String,
-    #[serde(default, alias = "service_account_email", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "service_account_email",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_account_email: Option<String>,
 }
 
@@ -147,9 +175,17 @@ impl Key {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ListKeysResponse {
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub keys: Vec<Key>,
-    #[serde(default, alias = "next_page_token", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "next_page_token",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub next_page_token: Option<String>,
 }
 
@@ -198,7 +234,11 @@ pub struct Operation {
     /// `Any` JSON with `@type` first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Value>,
-    #[serde(default, deserialize_with = "de::bool_or_false", skip_serializing_if = "is_false")]
+    #[serde(
+        default,
+        deserialize_with = "de::bool_or_false",
+        skip_serializing_if = "is_false"
+    )]
     pub done: bool,
     /// `Any` JSON with `@type` first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -258,23 +298,51 @@ pub struct Project {
     /// `organizations/{id}` or `folders/{id}`.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub parent: String,
-    #[serde(default, alias = "project_id", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        alias = "project_id",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub project_id: String,
     /// `ACTIVE`, `DELETE_REQUESTED` (integer enums accepted on input).
-    #[serde(default, deserialize_with = "de::project_state::req", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "de::project_state::req",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub state: String,
-    #[serde(default, alias = "display_name", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        alias = "display_name",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub display_name: String,
-    #[serde(default, alias = "create_time", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "create_time",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub create_time: Option<String>,
-    #[serde(default, alias = "update_time", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "update_time",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub update_time: Option<String>,
-    #[serde(default, alias = "delete_time", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "delete_time",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub delete_time: Option<String>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub etag: String,
     /// User data: keys kept verbatim.
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub labels: BTreeMap<String, String>,
 }
 
@@ -296,16 +364,27 @@ impl Project {
 
     /// The project as an `Operation.response` (`@type` = [`TYPE_PROJECT`]).
     pub fn to_any(&self) -> Value {
-        any_json(TYPE_PROJECT, serde_json::to_value(self).unwrap_or(Value::Null))
+        any_json(
+            TYPE_PROJECT,
+            serde_json::to_value(self).unwrap_or(Value::Null),
+        )
     }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ListProjectsResponse {
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub projects: Vec<Project>,
-    #[serde(default, alias = "next_page_token", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "next_page_token",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub next_page_token: Option<String>,
 }
 
@@ -360,9 +439,17 @@ impl Service {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ListServicesResponse {
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub services: Vec<Service>,
-    #[serde(default, alias = "next_page_token", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "next_page_token",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub next_page_token: Option<String>,
 }
 
@@ -377,10 +464,19 @@ pub struct EnableServiceResponse {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DisableServiceRequest {
-    #[serde(default, alias = "disable_dependent_services", deserialize_with = "de::bool_or_false")]
+    #[serde(
+        default,
+        alias = "disable_dependent_services",
+        deserialize_with = "de::bool_or_false"
+    )]
     pub disable_dependent_services: bool,
     /// `SKIP`, `CHECK`.
-    #[serde(default, alias = "check_if_service_has_usage", deserialize_with = "de::check_if_service_has_usage::opt", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "check_if_service_has_usage",
+        deserialize_with = "de::check_if_service_has_usage::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub check_if_service_has_usage: Option<String>,
 }
 
@@ -404,9 +500,17 @@ pub struct BatchEnableServicesFailure {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BatchEnableServicesResponse {
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub services: Vec<Service>,
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub failures: Vec<BatchEnableServicesFailure>,
 }
 
@@ -414,7 +518,12 @@ pub struct BatchEnableServicesResponse {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceUsageOperationMetadata {
-    #[serde(default, alias = "resource_names", deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        alias = "resource_names",
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub resource_names: Vec<String>,
 }
 

@@ -27,7 +27,10 @@ fn kind(v: &Value) -> &'static str {
 }
 
 fn float_to_int(f: f64) -> Result<i64, String> {
-    if f.is_finite() && f.fract() == 0.0 && f >= -9.223_372_036_854_775e18 && f <= 9.223_372_036_854_775e18 {
+    if f.is_finite()
+        && f.fract() == 0.0
+        && (-9.223_372_036_854_775e18..=9.223_372_036_854_775e18).contains(&f)
+    {
         Ok(f as i64)
     } else {
         Err(format!("invalid integer value {f}"))
@@ -62,9 +65,7 @@ pub(crate) fn int_from_value(v: &Value) -> Result<i64, String> {
 
 fn float_from_value(v: &Value) -> Result<f64, String> {
     match v {
-        Value::Number(n) => n
-            .as_f64()
-            .ok_or_else(|| format!("invalid number {n}")),
+        Value::Number(n) => n.as_f64().ok_or_else(|| format!("invalid number {n}")),
         Value::String(s) => match s.trim() {
             "NaN" => Ok(f64::NAN),
             "Infinity" => Ok(f64::INFINITY),
@@ -183,57 +184,142 @@ macro_rules! proto_enum {
     };
 }
 
-proto_enum!(harm_category, [
-    "HARM_CATEGORY_UNSPECIFIED", "HARM_CATEGORY_DEROGATORY", "HARM_CATEGORY_TOXICITY",
-    "HARM_CATEGORY_VIOLENCE", "HARM_CATEGORY_SEXUAL", "HARM_CATEGORY_MEDICAL",
-    "HARM_CATEGORY_DANGEROUS", "HARM_CATEGORY_HARASSMENT", "HARM_CATEGORY_HATE_SPEECH",
-    "HARM_CATEGORY_SEXUALLY_EXPLICIT", "HARM_CATEGORY_DANGEROUS_CONTENT",
-    "HARM_CATEGORY_CIVIC_INTEGRITY",
-]);
-proto_enum!(harm_block_threshold, [
-    "HARM_BLOCK_THRESHOLD_UNSPECIFIED", "BLOCK_LOW_AND_ABOVE", "BLOCK_MEDIUM_AND_ABOVE",
-    "BLOCK_ONLY_HIGH", "BLOCK_NONE", "OFF",
-]);
-proto_enum!(harm_block_method, ["HARM_BLOCK_METHOD_UNSPECIFIED", "SEVERITY", "PROBABILITY"]);
-proto_enum!(harm_probability, ["HARM_PROBABILITY_UNSPECIFIED", "NEGLIGIBLE", "LOW", "MEDIUM", "HIGH"]);
-proto_enum!(function_calling_mode, ["MODE_UNSPECIFIED", "AUTO", "ANY", "NONE", "VALIDATED"]);
-proto_enum!(function_behavior, ["UNSPECIFIED", "BLOCKING", "NON_BLOCKING"]);
-proto_enum!(task_type, [
-    "TASK_TYPE_UNSPECIFIED", "RETRIEVAL_QUERY", "RETRIEVAL_DOCUMENT", "SEMANTIC_SIMILARITY",
-    "CLASSIFICATION", "CLUSTERING", "QUESTION_ANSWERING", "FACT_VERIFICATION",
-    "CODE_RETRIEVAL_QUERY",
-]);
+proto_enum!(
+    harm_category,
+    [
+        "HARM_CATEGORY_UNSPECIFIED",
+        "HARM_CATEGORY_DEROGATORY",
+        "HARM_CATEGORY_TOXICITY",
+        "HARM_CATEGORY_VIOLENCE",
+        "HARM_CATEGORY_SEXUAL",
+        "HARM_CATEGORY_MEDICAL",
+        "HARM_CATEGORY_DANGEROUS",
+        "HARM_CATEGORY_HARASSMENT",
+        "HARM_CATEGORY_HATE_SPEECH",
+        "HARM_CATEGORY_SEXUALLY_EXPLICIT",
+        "HARM_CATEGORY_DANGEROUS_CONTENT",
+        "HARM_CATEGORY_CIVIC_INTEGRITY",
+    ]
+);
+proto_enum!(
+    harm_block_threshold,
+    [
+        "HARM_BLOCK_THRESHOLD_UNSPECIFIED",
+        "BLOCK_LOW_AND_ABOVE",
+        "BLOCK_MEDIUM_AND_ABOVE",
+        "BLOCK_ONLY_HIGH",
+        "BLOCK_NONE",
+        "OFF",
+    ]
+);
+proto_enum!(
+    harm_block_method,
+    ["HARM_BLOCK_METHOD_UNSPECIFIED", "SEVERITY", "PROBABILITY"]
+);
+proto_enum!(
+    harm_probability,
+    [
+        "HARM_PROBABILITY_UNSPECIFIED",
+        "NEGLIGIBLE",
+        "LOW",
+        "MEDIUM",
+        "HIGH"
+    ]
+);
+proto_enum!(
+    function_calling_mode,
+    ["MODE_UNSPECIFIED", "AUTO", "ANY", "NONE", "VALIDATED"]
+);
+proto_enum!(
+    function_behavior,
+    ["UNSPECIFIED", "BLOCKING", "NON_BLOCKING"]
+);
+proto_enum!(
+    task_type,
+    [
+        "TASK_TYPE_UNSPECIFIED",
+        "RETRIEVAL_QUERY",
+        "RETRIEVAL_DOCUMENT",
+        "SEMANTIC_SIMILARITY",
+        "CLASSIFICATION",
+        "CLUSTERING",
+        "QUESTION_ANSWERING",
+        "FACT_VERIFICATION",
+        "CODE_RETRIEVAL_QUERY",
+    ]
+);
 proto_enum!(modality, ["MODALITY_UNSPECIFIED", "TEXT", "IMAGE", "AUDIO"]);
-proto_enum!(media_resolution, [
-    "MEDIA_RESOLUTION_UNSPECIFIED", "MEDIA_RESOLUTION_LOW", "MEDIA_RESOLUTION_MEDIUM",
-    "MEDIA_RESOLUTION_HIGH",
-]);
+proto_enum!(
+    media_resolution,
+    [
+        "MEDIA_RESOLUTION_UNSPECIFIED",
+        "MEDIA_RESOLUTION_LOW",
+        "MEDIA_RESOLUTION_MEDIUM",
+        "MEDIA_RESOLUTION_HIGH",
+    ]
+);
 proto_enum!(
     /// Numbers unverified against the proto (only legacy int-enum clients would send them).
     thinking_level,
     ["THINKING_LEVEL_UNSPECIFIED", "LOW", "MEDIUM", "HIGH", "MINIMAL"]
 );
 proto_enum!(language, ["LANGUAGE_UNSPECIFIED", "PYTHON"]);
-proto_enum!(outcome, [
-    "OUTCOME_UNSPECIFIED", "OUTCOME_OK", "OUTCOME_FAILED", "OUTCOME_DEADLINE_EXCEEDED",
-]);
-proto_enum!(finish_reason, [
-    "FINISH_REASON_UNSPECIFIED", "STOP", "MAX_TOKENS", "SAFETY", "RECITATION", "OTHER",
-    "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "MALFORMED_FUNCTION_CALL", "LANGUAGE",
-]);
-proto_enum!(block_reason, [
-    "BLOCK_REASON_UNSPECIFIED", "SAFETY", "OTHER", "BLOCKLIST", "PROHIBITED_CONTENT",
-    "IMAGE_SAFETY",
-]);
-proto_enum!(project_state, ["STATE_UNSPECIFIED", "ACTIVE", "DELETE_REQUESTED"]);
+proto_enum!(
+    outcome,
+    [
+        "OUTCOME_UNSPECIFIED",
+        "OUTCOME_OK",
+        "OUTCOME_FAILED",
+        "OUTCOME_DEADLINE_EXCEEDED",
+    ]
+);
+proto_enum!(
+    finish_reason,
+    [
+        "FINISH_REASON_UNSPECIFIED",
+        "STOP",
+        "MAX_TOKENS",
+        "SAFETY",
+        "RECITATION",
+        "OTHER",
+        "BLOCKLIST",
+        "PROHIBITED_CONTENT",
+        "SPII",
+        "MALFORMED_FUNCTION_CALL",
+        "LANGUAGE",
+    ]
+);
+proto_enum!(
+    block_reason,
+    [
+        "BLOCK_REASON_UNSPECIFIED",
+        "SAFETY",
+        "OTHER",
+        "BLOCKLIST",
+        "PROHIBITED_CONTENT",
+        "IMAGE_SAFETY",
+    ]
+);
+proto_enum!(
+    project_state,
+    ["STATE_UNSPECIFIED", "ACTIVE", "DELETE_REQUESTED"]
+);
 proto_enum!(service_state, ["STATE_UNSPECIFIED", "DISABLED", "ENABLED"]);
-proto_enum!(check_if_service_has_usage, [
-    "CHECK_IF_SERVICE_HAS_USAGE_UNSPECIFIED", "SKIP", "CHECK",
-]);
+proto_enum!(
+    check_if_service_has_usage,
+    ["CHECK_IF_SERVICE_HAS_USAGE_UNSPECIFIED", "SKIP", "CHECK",]
+);
 
 /// Schema `type` names by number (`google.ai.generativelanguage.v1beta.Type`).
 const SCHEMA_TYPES: &[&str] = &[
-    "TYPE_UNSPECIFIED", "STRING", "NUMBER", "INTEGER", "BOOLEAN", "ARRAY", "OBJECT", "NULL",
+    "TYPE_UNSPECIFIED",
+    "STRING",
+    "NUMBER",
+    "INTEGER",
+    "BOOLEAN",
+    "ARRAY",
+    "OBJECT",
+    "NULL",
 ];
 
 /// Every key of every nested object in camelCase. Only for typed sub-messages that hold no

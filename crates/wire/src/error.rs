@@ -195,13 +195,26 @@ pub enum Detail {
     #[serde(rename = "type.googleapis.com/google.rpc.QuotaFailure")]
     QuotaFailure { violations: Vec<QuotaViolation> },
     /// `retryDelay` is a protobuf Duration string, e.g. `"41s"`.
-    #[serde(rename = "type.googleapis.com/google.rpc.RetryInfo", rename_all = "camelCase")]
+    #[serde(
+        rename = "type.googleapis.com/google.rpc.RetryInfo",
+        rename_all = "camelCase"
+    )]
     RetryInfo { retry_delay: String },
-    #[serde(rename = "type.googleapis.com/google.rpc.BadRequest", rename_all = "camelCase")]
-    BadRequest { field_violations: Vec<FieldViolation> },
+    #[serde(
+        rename = "type.googleapis.com/google.rpc.BadRequest",
+        rename_all = "camelCase"
+    )]
+    BadRequest {
+        field_violations: Vec<FieldViolation>,
+    },
     #[serde(rename = "type.googleapis.com/google.rpc.PreconditionFailure")]
-    PreconditionFailure { violations: Vec<PreconditionViolation> },
-    #[serde(rename = "type.googleapis.com/google.rpc.DebugInfo", rename_all = "camelCase")]
+    PreconditionFailure {
+        violations: Vec<PreconditionViolation>,
+    },
+    #[serde(
+        rename = "type.googleapis.com/google.rpc.DebugInfo",
+        rename_all = "camelCase"
+    )]
     DebugInfo {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         stack_entries: Vec<String>,
@@ -582,7 +595,9 @@ impl ApiError {
         };
         ApiError::new(
             Code::PermissionDenied,
-            format!("Permission '{permission}' denied on resource '{resource}' (or it may not exist)."),
+            format!(
+                "Permission '{permission}' denied on resource '{resource}' (or it may not exist)."
+            ),
         )
         .with_detail(Detail::error_info(
             "IAM_PERMISSION_DENIED",
@@ -696,7 +711,10 @@ impl ApiError {
         }
         message.push_str(&format!("\nPlease retry in {}s.", retry_after.as_secs()));
         ApiError::new(Code::ResourceExhausted, message)
-            .with_detail(Detail::help("Learn more about Gemini API quotas", RATE_LIMITS_URL))
+            .with_detail(Detail::help(
+                "Learn more about Gemini API quotas",
+                RATE_LIMITS_URL,
+            ))
             .with_detail(Detail::QuotaFailure {
                 violations: vec![violation],
             })

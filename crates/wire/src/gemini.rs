@@ -32,7 +32,11 @@ pub struct Content {
     /// `user` or `model`; absent on input means `user`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub parts: Vec<Part>,
 }
 
@@ -77,29 +81,72 @@ impl Content {
 pub struct Part {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
-    #[serde(default, alias = "inline_data", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "inline_data",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub inline_data: Option<Blob>,
     #[serde(default, alias = "file_data", skip_serializing_if = "Option::is_none")]
     pub file_data: Option<FileData>,
-    #[serde(default, alias = "function_call", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "function_call",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub function_call: Option<FunctionCall>,
-    #[serde(default, alias = "function_response", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "function_response",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub function_response: Option<FunctionResponse>,
-    #[serde(default, alias = "executable_code", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "executable_code",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub executable_code: Option<ExecutableCode>,
-    #[serde(default, alias = "code_execution_result", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "code_execution_result",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub code_execution_result: Option<CodeExecutionResult>,
     /// The part is a thought summary.
-    #[serde(default, deserialize_with = "de::bool_or_false", skip_serializing_if = "de::is_false")]
+    #[serde(
+        default,
+        deserialize_with = "de::bool_or_false",
+        skip_serializing_if = "de::is_false"
+    )]
     pub thought: bool,
     /// Opaque base64 bytes that clients echo back in history.
-    #[serde(default, alias = "thought_signature", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "thought_signature",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub thought_signature: Option<String>,
-    #[serde(default, alias = "video_metadata", deserialize_with = "de::opt_camelized", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "video_metadata",
+        deserialize_with = "de::opt_camelized",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub video_metadata: Option<Value>,
-    #[serde(default, alias = "media_resolution", deserialize_with = "de::opt_camelized", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "media_resolution",
+        deserialize_with = "de::opt_camelized",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub media_resolution: Option<Value>,
-    #[serde(default, alias = "part_metadata", deserialize_with = "de::opt_raw", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "part_metadata",
+        deserialize_with = "de::opt_raw",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub part_metadata: Option<Value>,
 }
 
@@ -181,7 +228,11 @@ pub struct FunctionCall {
     #[serde(default)]
     pub name: String,
     /// Free-form arguments, verbatim.
-    #[serde(default, deserialize_with = "de::opt_raw", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "de::opt_raw",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub args: Option<Value>,
 }
 
@@ -193,9 +244,18 @@ pub struct FunctionResponse {
     #[serde(default)]
     pub name: String,
     /// Free-form result, verbatim (`{"temp_c": 21}` stays `temp_c`).
-    #[serde(default, deserialize_with = "de::opt_raw", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "de::opt_raw",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub response: Option<Value>,
-    #[serde(default, alias = "will_continue", deserialize_with = "de::opt_bool", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "will_continue",
+        deserialize_with = "de::opt_bool",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub will_continue: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduling: Option<String>,
@@ -230,92 +290,245 @@ pub struct GenerateContentRequest {
     /// Only inside `countTokens`' `generateContentRequest` (`models/x`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub contents: Vec<Content>,
-    #[serde(default, alias = "system_instruction", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "system_instruction",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub system_instruction: Option<Content>,
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub tools: Vec<Tool>,
-    #[serde(default, alias = "tool_config", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "tool_config",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub tool_config: Option<ToolConfig>,
-    #[serde(default, alias = "safety_settings", deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        alias = "safety_settings",
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub safety_settings: Vec<SafetySetting>,
-    #[serde(default, alias = "generation_config", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "generation_config",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub generation_config: Option<GenerationConfig>,
     /// `cachedContents/{id}`.
-    #[serde(default, alias = "cached_content", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "cached_content",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cached_content: Option<String>,
     /// User labels (keys are user data).
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub labels: BTreeMap<String, String>,
-    #[serde(default, alias = "service_tier", deserialize_with = "de::opt_raw", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "service_tier",
+        deserialize_with = "de::opt_raw",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_tier: Option<Value>,
-    #[serde(default, deserialize_with = "de::opt_bool", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "de::opt_bool",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub store: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct GenerationConfig {
-    #[serde(default, alias = "stop_sequences", deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        alias = "stop_sequences",
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub stop_sequences: Vec<String>,
     /// `text/plain`, `application/json`, `text/x.enum`.
-    #[serde(default, alias = "response_mime_type", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "response_mime_type",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub response_mime_type: Option<String>,
     /// Gemini `Schema` (OpenAPI subset), its own keys normalized to camelCase
     /// (see [`normalize_schema`]).
-    #[serde(default, alias = "response_schema", deserialize_with = "de::opt_schema", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "response_schema",
+        deserialize_with = "de::opt_schema",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub response_schema: Option<Value>,
     /// Free JSON Schema, verbatim.
-    #[serde(default, alias = "response_json_schema", alias = "_responseJsonSchema", deserialize_with = "de::opt_raw", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "response_json_schema",
+        alias = "_responseJsonSchema",
+        deserialize_with = "de::opt_raw",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub response_json_schema: Option<Value>,
     /// `TEXT`, `IMAGE`, `AUDIO`.
-    #[serde(default, alias = "response_modalities", deserialize_with = "de::modality::vec", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        alias = "response_modalities",
+        deserialize_with = "de::modality::vec",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub response_modalities: Vec<String>,
-    #[serde(default, alias = "candidate_count", deserialize_with = "de::opt_i32", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "candidate_count",
+        deserialize_with = "de::opt_i32",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub candidate_count: Option<i32>,
-    #[serde(default, alias = "max_output_tokens", deserialize_with = "de::opt_i32", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "max_output_tokens",
+        deserialize_with = "de::opt_i32",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_output_tokens: Option<i32>,
-    #[serde(default, deserialize_with = "de::opt_f64", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "de::opt_f64",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub temperature: Option<f64>,
-    #[serde(default, alias = "top_p", deserialize_with = "de::opt_f64", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "top_p",
+        deserialize_with = "de::opt_f64",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub top_p: Option<f64>,
-    #[serde(default, alias = "top_k", deserialize_with = "de::opt_i32", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "top_k",
+        deserialize_with = "de::opt_i32",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub top_k: Option<i32>,
-    #[serde(default, deserialize_with = "de::opt_i32", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "de::opt_i32",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub seed: Option<i32>,
-    #[serde(default, alias = "presence_penalty", deserialize_with = "de::opt_f64", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "presence_penalty",
+        deserialize_with = "de::opt_f64",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub presence_penalty: Option<f64>,
-    #[serde(default, alias = "frequency_penalty", deserialize_with = "de::opt_f64", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "frequency_penalty",
+        deserialize_with = "de::opt_f64",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub frequency_penalty: Option<f64>,
-    #[serde(default, alias = "response_logprobs", deserialize_with = "de::opt_bool", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "response_logprobs",
+        deserialize_with = "de::opt_bool",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub response_logprobs: Option<bool>,
-    #[serde(default, deserialize_with = "de::opt_i32", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "de::opt_i32",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub logprobs: Option<i32>,
-    #[serde(default, alias = "enable_enhanced_civic_answers", deserialize_with = "de::opt_bool", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "enable_enhanced_civic_answers",
+        deserialize_with = "de::opt_bool",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub enable_enhanced_civic_answers: Option<bool>,
     /// `{voiceConfig:{prebuiltVoiceConfig:{voiceName}}, …}`, keys normalized to camelCase.
-    #[serde(default, alias = "speech_config", deserialize_with = "de::opt_camelized", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "speech_config",
+        deserialize_with = "de::opt_camelized",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub speech_config: Option<Value>,
-    #[serde(default, alias = "thinking_config", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "thinking_config",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub thinking_config: Option<ThinkingConfig>,
     /// `{aspectRatio, …}`, keys normalized to camelCase.
-    #[serde(default, alias = "image_config", deserialize_with = "de::opt_camelized", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "image_config",
+        deserialize_with = "de::opt_camelized",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub image_config: Option<Value>,
     /// `MEDIA_RESOLUTION_LOW|MEDIUM|HIGH`.
-    #[serde(default, alias = "media_resolution", deserialize_with = "de::media_resolution::opt", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "media_resolution",
+        deserialize_with = "de::media_resolution::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub media_resolution: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ThinkingConfig {
-    #[serde(default, alias = "include_thoughts", deserialize_with = "de::opt_bool", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "include_thoughts",
+        deserialize_with = "de::opt_bool",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub include_thoughts: Option<bool>,
-    #[serde(default, alias = "thinking_budget", deserialize_with = "de::opt_i32", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "thinking_budget",
+        deserialize_with = "de::opt_i32",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub thinking_budget: Option<i32>,
     /// `MINIMAL`, `LOW`, `MEDIUM`, `HIGH`.
-    #[serde(default, alias = "thinking_level", deserialize_with = "de::thinking_level::opt", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "thinking_level",
+        deserialize_with = "de::thinking_level::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub thinking_level: Option<String>,
 }
 
@@ -328,7 +541,11 @@ pub struct SafetySetting {
     /// `BLOCK_LOW_AND_ABOVE`, `BLOCK_MEDIUM_AND_ABOVE`, `BLOCK_ONLY_HIGH`, `BLOCK_NONE`, `OFF`.
     #[serde(default, deserialize_with = "de::harm_block_threshold::req")]
     pub threshold: String,
-    #[serde(default, deserialize_with = "de::harm_block_method::opt", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "de::harm_block_method::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub method: Option<String>,
 }
 
@@ -336,15 +553,40 @@ pub struct SafetySetting {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Tool {
-    #[serde(default, alias = "function_declarations", deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        alias = "function_declarations",
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub function_declarations: Vec<FunctionDeclaration>,
-    #[serde(default, alias = "google_search", deserialize_with = "de::opt_camelized", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "google_search",
+        deserialize_with = "de::opt_camelized",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub google_search: Option<Value>,
-    #[serde(default, alias = "code_execution", deserialize_with = "de::opt_camelized", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "code_execution",
+        deserialize_with = "de::opt_camelized",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub code_execution: Option<Value>,
-    #[serde(default, alias = "url_context", deserialize_with = "de::opt_camelized", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "url_context",
+        deserialize_with = "de::opt_camelized",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub url_context: Option<Value>,
-    #[serde(default, alias = "google_search_retrieval", deserialize_with = "de::opt_camelized", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "google_search_retrieval",
+        deserialize_with = "de::opt_camelized",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub google_search_retrieval: Option<Value>,
     /// Tool kinds this crate does not model (`googleMaps`, `fileSearch`, `computerUse`, …),
     /// under the key they arrived with.
@@ -382,28 +624,59 @@ pub struct FunctionDeclaration {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// `BLOCKING`, `NON_BLOCKING`.
-    #[serde(default, deserialize_with = "de::function_behavior::opt", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "de::function_behavior::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub behavior: Option<String>,
     /// Gemini `Schema`, keys normalized.
-    #[serde(default, deserialize_with = "de::opt_schema", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "de::opt_schema",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub parameters: Option<Value>,
     /// Free JSON Schema, verbatim.
-    #[serde(default, alias = "parameters_json_schema", deserialize_with = "de::opt_raw", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "parameters_json_schema",
+        deserialize_with = "de::opt_raw",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub parameters_json_schema: Option<Value>,
     /// Gemini `Schema`, keys normalized.
-    #[serde(default, deserialize_with = "de::opt_schema", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "de::opt_schema",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub response: Option<Value>,
     /// Free JSON Schema, verbatim.
-    #[serde(default, alias = "response_json_schema", deserialize_with = "de::opt_raw", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "response_json_schema",
+        deserialize_with = "de::opt_raw",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub response_json_schema: Option<Value>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ToolConfig {
-    #[serde(default, alias = "function_calling_config", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "function_calling_config",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub function_calling_config: Option<FunctionCallingConfig>,
-    #[serde(default, alias = "retrieval_config", deserialize_with = "de::opt_camelized", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "retrieval_config",
+        deserialize_with = "de::opt_camelized",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub retrieval_config: Option<Value>,
 }
 
@@ -411,9 +684,18 @@ pub struct ToolConfig {
 #[serde(rename_all = "camelCase")]
 pub struct FunctionCallingConfig {
     /// `AUTO`, `ANY`, `NONE`, `VALIDATED`.
-    #[serde(default, deserialize_with = "de::function_calling_mode::opt", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "de::function_calling_mode::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub mode: Option<String>,
-    #[serde(default, alias = "allowed_function_names", deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        alias = "allowed_function_names",
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub allowed_function_names: Vec<String>,
 }
 
@@ -523,16 +805,36 @@ impl GenerateContentRequest {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct GenerateContentResponse {
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub candidates: Vec<Candidate>,
-    #[serde(default, alias = "prompt_feedback", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "prompt_feedback",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub prompt_feedback: Option<PromptFeedback>,
-    #[serde(default, alias = "usage_metadata", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "usage_metadata",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub usage_metadata: Option<UsageMetadata>,
     /// Bare model id, e.g. `gemini-2.5-flash`.
-    #[serde(default, alias = "model_version", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "model_version",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub model_version: Option<String>,
-    #[serde(default, alias = "response_id", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "response_id",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub response_id: Option<String>,
 }
 
@@ -553,26 +855,66 @@ pub struct Candidate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<Content>,
     /// `STOP`, `MAX_TOKENS`, `SAFETY`, … (see [`finish_reason`]); only on the last chunk.
-    #[serde(default, alias = "finish_reason", deserialize_with = "de::finish_reason::opt", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "finish_reason",
+        deserialize_with = "de::finish_reason::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub finish_reason: Option<String>,
     /// Always written, `0` included (as Google does).
     #[serde(default, deserialize_with = "de::i32_or_zero")]
     pub index: i32,
-    #[serde(default, alias = "safety_ratings", deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        alias = "safety_ratings",
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub safety_ratings: Vec<SafetyRating>,
-    #[serde(default, alias = "citation_metadata", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "citation_metadata",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub citation_metadata: Option<Value>,
-    #[serde(default, alias = "token_count", deserialize_with = "de::i32_or_zero", skip_serializing_if = "de::is_zero_i32")]
+    #[serde(
+        default,
+        alias = "token_count",
+        deserialize_with = "de::i32_or_zero",
+        skip_serializing_if = "de::is_zero_i32"
+    )]
     pub token_count: i32,
-    #[serde(default, alias = "grounding_metadata", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "grounding_metadata",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub grounding_metadata: Option<Value>,
-    #[serde(default, alias = "url_context_metadata", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "url_context_metadata",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub url_context_metadata: Option<Value>,
-    #[serde(default, alias = "avg_logprobs", deserialize_with = "de::opt_f64", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "avg_logprobs",
+        deserialize_with = "de::opt_f64",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub avg_logprobs: Option<f64>,
-    #[serde(default, alias = "logprobs_result", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "logprobs_result",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub logprobs_result: Option<Value>,
-    #[serde(default, alias = "finish_message", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "finish_message",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub finish_message: Option<String>,
 }
 
@@ -595,7 +937,11 @@ pub struct SafetyRating {
     /// `NEGLIGIBLE`, `LOW`, `MEDIUM`, `HIGH`.
     #[serde(default, deserialize_with = "de::harm_probability::req")]
     pub probability: String,
-    #[serde(default, deserialize_with = "de::bool_or_false", skip_serializing_if = "de::is_false")]
+    #[serde(
+        default,
+        deserialize_with = "de::bool_or_false",
+        skip_serializing_if = "de::is_false"
+    )]
     pub blocked: bool,
 }
 
@@ -604,9 +950,19 @@ pub struct SafetyRating {
 #[serde(rename_all = "camelCase")]
 pub struct PromptFeedback {
     /// `SAFETY`, `OTHER`, `BLOCKLIST`, `PROHIBITED_CONTENT`, `IMAGE_SAFETY`.
-    #[serde(default, alias = "block_reason", deserialize_with = "de::block_reason::opt", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "block_reason",
+        deserialize_with = "de::block_reason::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub block_reason: Option<String>,
-    #[serde(default, alias = "safety_ratings", deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        alias = "safety_ratings",
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub safety_ratings: Vec<SafetyRating>,
 }
 
@@ -614,26 +970,76 @@ pub struct PromptFeedback {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct UsageMetadata {
-    #[serde(default, alias = "prompt_token_count", deserialize_with = "de::i32_or_zero", skip_serializing_if = "de::is_zero_i32")]
+    #[serde(
+        default,
+        alias = "prompt_token_count",
+        deserialize_with = "de::i32_or_zero",
+        skip_serializing_if = "de::is_zero_i32"
+    )]
     pub prompt_token_count: i32,
-    #[serde(default, alias = "candidates_token_count", deserialize_with = "de::i32_or_zero", skip_serializing_if = "de::is_zero_i32")]
+    #[serde(
+        default,
+        alias = "candidates_token_count",
+        deserialize_with = "de::i32_or_zero",
+        skip_serializing_if = "de::is_zero_i32"
+    )]
     pub candidates_token_count: i32,
     /// prompt + candidates + thoughts + tool-use prompt.
-    #[serde(default, alias = "total_token_count", deserialize_with = "de::i32_or_zero", skip_serializing_if = "de::is_zero_i32")]
+    #[serde(
+        default,
+        alias = "total_token_count",
+        deserialize_with = "de::i32_or_zero",
+        skip_serializing_if = "de::is_zero_i32"
+    )]
     pub total_token_count: i32,
-    #[serde(default, alias = "thoughts_token_count", deserialize_with = "de::i32_or_zero", skip_serializing_if = "de::is_zero_i32")]
+    #[serde(
+        default,
+        alias = "thoughts_token_count",
+        deserialize_with = "de::i32_or_zero",
+        skip_serializing_if = "de::is_zero_i32"
+    )]
     pub thoughts_token_count: i32,
-    #[serde(default, alias = "cached_content_token_count", deserialize_with = "de::i32_or_zero", skip_serializing_if = "de::is_zero_i32")]
+    #[serde(
+        default,
+        alias = "cached_content_token_count",
+        deserialize_with = "de::i32_or_zero",
+        skip_serializing_if = "de::is_zero_i32"
+    )]
     pub cached_content_token_count: i32,
-    #[serde(default, alias = "tool_use_prompt_token_count", deserialize_with = "de::i32_or_zero", skip_serializing_if = "de::is_zero_i32")]
+    #[serde(
+        default,
+        alias = "tool_use_prompt_token_count",
+        deserialize_with = "de::i32_or_zero",
+        skip_serializing_if = "de::is_zero_i32"
+    )]
     pub tool_use_prompt_token_count: i32,
-    #[serde(default, alias = "prompt_tokens_details", deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        alias = "prompt_tokens_details",
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub prompt_tokens_details: Vec<ModalityTokenCount>,
-    #[serde(default, alias = "cache_tokens_details", deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        alias = "cache_tokens_details",
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub cache_tokens_details: Vec<ModalityTokenCount>,
-    #[serde(default, alias = "candidates_tokens_details", deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        alias = "candidates_tokens_details",
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub candidates_tokens_details: Vec<ModalityTokenCount>,
-    #[serde(default, alias = "tool_use_prompt_tokens_details", deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        alias = "tool_use_prompt_tokens_details",
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub tool_use_prompt_tokens_details: Vec<ModalityTokenCount>,
 }
 
@@ -680,9 +1086,17 @@ impl ModalityTokenCount {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CountTokensRequest {
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub contents: Vec<Content>,
-    #[serde(default, alias = "generate_content_request", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "generate_content_request",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub generate_content_request: Option<GenerateContentRequest>,
 }
 
@@ -715,11 +1129,26 @@ pub struct CountTokensResponse {
     /// Always written (the SDKs read it).
     #[serde(default, alias = "total_tokens", deserialize_with = "de::i32_or_zero")]
     pub total_tokens: i32,
-    #[serde(default, alias = "cached_content_token_count", deserialize_with = "de::i32_or_zero", skip_serializing_if = "de::is_zero_i32")]
+    #[serde(
+        default,
+        alias = "cached_content_token_count",
+        deserialize_with = "de::i32_or_zero",
+        skip_serializing_if = "de::is_zero_i32"
+    )]
     pub cached_content_token_count: i32,
-    #[serde(default, alias = "prompt_tokens_details", deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        alias = "prompt_tokens_details",
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub prompt_tokens_details: Vec<ModalityTokenCount>,
-    #[serde(default, alias = "cache_tokens_details", deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        alias = "cache_tokens_details",
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub cache_tokens_details: Vec<ModalityTokenCount>,
 }
 
@@ -734,11 +1163,21 @@ pub struct EmbedContentRequest {
     #[serde(default)]
     pub content: Content,
     /// `RETRIEVAL_QUERY`, `RETRIEVAL_DOCUMENT`, `SEMANTIC_SIMILARITY`, ….
-    #[serde(default, alias = "task_type", deserialize_with = "de::task_type::opt", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "task_type",
+        deserialize_with = "de::task_type::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub task_type: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
-    #[serde(default, alias = "output_dimensionality", deserialize_with = "de::opt_i32", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "output_dimensionality",
+        deserialize_with = "de::opt_i32",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub output_dimensionality: Option<i32>,
 }
 
@@ -822,32 +1261,78 @@ pub struct BatchEmbedContentsResponse {
 pub struct Model {
     /// `models/{id}`.
     pub name: String,
-    #[serde(default, alias = "base_model_id", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "base_model_id",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub base_model_id: Option<String>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub version: String,
-    #[serde(default, alias = "display_name", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        alias = "display_name",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub display_name: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
-    #[serde(default, alias = "input_token_limit", deserialize_with = "de::i32_or_zero", skip_serializing_if = "de::is_zero_i32")]
+    #[serde(
+        default,
+        alias = "input_token_limit",
+        deserialize_with = "de::i32_or_zero",
+        skip_serializing_if = "de::is_zero_i32"
+    )]
     pub input_token_limit: i32,
-    #[serde(default, alias = "output_token_limit", deserialize_with = "de::i32_or_zero", skip_serializing_if = "de::is_zero_i32")]
+    #[serde(
+        default,
+        alias = "output_token_limit",
+        deserialize_with = "de::i32_or_zero",
+        skip_serializing_if = "de::is_zero_i32"
+    )]
     pub output_token_limit: i32,
     /// `generateContent`, `countTokens`, `embedContent`, `batchEmbedContents`, ….
-    #[serde(default, alias = "supported_generation_methods", deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        alias = "supported_generation_methods",
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub supported_generation_methods: Vec<String>,
-    #[serde(default, deserialize_with = "de::opt_f64", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "de::opt_f64",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub temperature: Option<f64>,
-    #[serde(default, alias = "max_temperature", deserialize_with = "de::opt_f64", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "max_temperature",
+        deserialize_with = "de::opt_f64",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_temperature: Option<f64>,
-    #[serde(default, alias = "top_p", deserialize_with = "de::opt_f64", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "top_p",
+        deserialize_with = "de::opt_f64",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub top_p: Option<f64>,
     /// Absent ⇒ the model does not take topK.
-    #[serde(default, alias = "top_k", deserialize_with = "de::opt_i32", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "top_k",
+        deserialize_with = "de::opt_i32",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub top_k: Option<i32>,
     /// The model supports thinking.
-    #[serde(default, deserialize_with = "de::bool_or_false", skip_serializing_if = "de::is_false")]
+    #[serde(
+        default,
+        deserialize_with = "de::bool_or_false",
+        skip_serializing_if = "de::is_false"
+    )]
     pub thinking: bool,
 }
 
@@ -857,6 +1342,10 @@ pub struct ListModelsResponse {
     #[serde(default, deserialize_with = "null_default")]
     pub models: Vec<Model>,
     /// Absent on the last page.
-    #[serde(default, alias = "next_page_token", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "next_page_token",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub next_page_token: Option<String>,
 }

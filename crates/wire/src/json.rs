@@ -62,7 +62,12 @@ pub fn parse_json_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError>
         }
     })?;
     de.end().map_err(|e| {
-        ApiError::invalid_json(format!("{} (line {}, column {}).", bare_message(&e), e.line(), e.column()))
+        ApiError::invalid_json(format!(
+            "{} (line {}, column {}).",
+            bare_message(&e),
+            e.line(),
+            e.column()
+        ))
     })?;
     Ok(value)
 }

@@ -184,11 +184,11 @@ impl LocalBackend {
                     opts.model_path.display()
                 ))
             })?;
-        let vocab = model.vocab();
-        let bos =
-            String::from_utf8_lossy(&vocab.token_to_piece(vocab.bos(), true, None)).into_owned();
-        let eos =
-            String::from_utf8_lossy(&vocab.token_to_piece(vocab.eos(), true, None)).into_owned();
+        let piece = |token| {
+            String::from_utf8_lossy(&model.vocab().token_to_piece(token, true, None)).into_owned()
+        };
+        let bos = piece(model.vocab().bos());
+        let eos = piece(model.vocab().eos());
         let template = ChatTemplate::new(&template_source, &bos, &eos).map_err(|e| {
             BackendError::Unavailable(format!("the model's chat template does not compile: {e}"))
         })?;
@@ -212,7 +212,6 @@ impl LocalBackend {
         let ctx = model.new_context(engine.backend, params).map_err(|e| {
             BackendError::Unavailable(format!("llama.cpp context creation failed: {e}"))
         })?;
-        drop(vocab);
 
         let (jobs, rx) = mpsc::unbounded_channel();
         worker::spawn(model, ctx, rx, opts.parallel)?;

@@ -347,9 +347,7 @@ impl Worker {
                 .is_some_and(|slot| slot.logits_at.is_some() || slot.prefilled > 0);
             if in_batch {
                 if let Some(slot) = self.release(seq) {
-                    let Job {
-                        events, permit, ..
-                    } = slot.job;
+                    let Job { events, permit, .. } = slot.job;
                     drop(permit);
                     let _ = events.send(Err(BackendError::Internal(why.to_owned())));
                 }
@@ -384,9 +382,7 @@ impl Worker {
                 "local generation finished"
             );
         }
-        let Job {
-            events, permit, ..
-        } = slot.job;
+        let Job { events, permit, .. } = slot.job;
         drop(permit);
         let _ = events.send(Ok(StreamEvent::Done {
             prompt_tokens,

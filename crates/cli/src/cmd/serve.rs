@@ -1,6 +1,7 @@
 //! `keyplane serve`: logs to stderr (`RUST_LOG`, default `info`), then runs the server.
 
 use crate::args::ServeArgs;
+use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -9,6 +10,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
     keyplane_server::serve(keyplane_server::Config {
         listen: args.listen,

@@ -864,3 +864,38 @@ pub fn gen_body(prompt: &str, max_tokens: u32) -> Value {
 pub fn contains_bytes(hay: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
 }
+
+/// Collects assertion failures so that one test can report every failing case at once.
+#[derive(Default)]
+pub struct Soft {
+    failures: Vec<String>,
+}
+
+impl Soft {
+    /// Runs `f`; a panic inside it is recorded instead of ending the test.
+    pub fn check<T>(&mut self, f: impl FnOnce() -> T) -> Option<T> {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let msg = e
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| e.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                    .unwrap_or_else(|| "panic".to_owned());
+                self.failures.push(msg);
+                None
+            }
+        }
+    }
+
+    /// Fails the test when any check failed, listing them all.
+    pub fn finish(self) {
+        if !self.failures.is_empty() {
+            panic!(
+                "{} check(s) failed:\n\n{}",
+                self.failures.len(),
+                self.failures.join("\n\n")
+            );
+        }
+    }
+}

@@ -8,13 +8,9 @@ use axum::extract::{Path, Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use bytes::Bytes;
-use keyplane_core::{
-    now, services, ApiKey, PlainKey, Project, ProjectState, Restrictions,
-};
+use keyplane_core::{now, services, ApiKey, PlainKey, Project, ProjectState, Restrictions};
 use keyplane_store::StoreError;
-use keyplane_wire::cloud::{
-    self, GetKeyStringResponse, Key, LookupKeyResponse, Operation,
-};
+use keyplane_wire::cloud::{self, GetKeyStringResponse, Key, LookupKeyResponse, Operation};
 use keyplane_wire::{parse_json_body_or_default, ApiError, Code, Detail};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -32,7 +28,9 @@ pub fn router() -> Router<AppState> {
         .route("/v2/keys:lookupKey", get(lookup_key))
         .route(
             "/v2/projects/{*rest}",
-            get(get_dispatch).post(post_dispatch).delete(delete_dispatch),
+            get(get_dispatch)
+                .post(post_dispatch)
+                .delete(delete_dispatch),
         )
         .route("/v2/operations/{*rest}", get(get_operation))
 }
@@ -173,7 +171,9 @@ async fn get_dispatch(
             let body = GetKeyStringResponse {
                 key_string: plain.expose().to_owned(),
             };
-            Ok(Json(serde_json::to_value(body).map_err(ApiError::internal_from)?))
+            Ok(Json(
+                serde_json::to_value(body).map_err(ApiError::internal_from)?,
+            ))
         }
     }
 }
@@ -298,10 +298,10 @@ pub fn validate_restrictions(r: &Restrictions) -> Result<(), ApiError> {
 /// Whether a key with these restrictions may call the Gemini API at all.
 fn reaches_gemini(r: &Restrictions) -> bool {
     r.api_targets.is_empty()
-        || r
-            .api_targets
-            .iter()
-            .any(|t| t.service.eq_ignore_ascii_case(services::GENERATIVE_LANGUAGE))
+        || r.api_targets.iter().any(|t| {
+            t.service
+                .eq_ignore_ascii_case(services::GENERATIVE_LANGUAGE)
+        })
 }
 
 /// The seeds' rule: no Gemini key in a project whose Generative Language API is off.
@@ -350,7 +350,11 @@ pub async fn create_key(
             "display_name must be at most 63 characters.".to_owned(),
         )]));
     }
-    if let Some(email) = req.service_account_email.as_deref().filter(|e| !e.is_empty()) {
+    if let Some(email) = req
+        .service_account_email
+        .as_deref()
+        .filter(|e| !e.is_empty())
+    {
         // Binding needs the org policy to allow it (the next issue); it is enforced off.
         return Err(ApiError::new(
             Code::FailedPrecondition,
@@ -377,9 +381,8 @@ pub async fn create_key(
     let uid = uuid::Uuid::new_v4().to_string();
     let key_id = match key_id.filter(|k| !k.is_empty()) {
         Some(id) => {
-            keyplane_core::validate_key_id(&id).map_err(|e| {
-                ApiError::bad_request_fields(vec![("key_id", e.0.clone())])
-            })?;
+            keyplane_core::validate_key_id(&id)
+                .map_err(|e| ApiError::bad_request_fields(vec![("key_id", e.0.clone())]))?;
             id
         }
         None => uid.clone(),
@@ -451,10 +454,19 @@ async fn delete_key(
             .map_err(store_error)?;
         state.snapshot.upsert_key(&key);
     }
-    operations::record(state, done_key_op(project.number, &key, None), &["keyString"]).await
+    operations::record(
+        state,
+        done_key_op(project.number, &key, None),
+        &["keyString"],
+    )
+    .await
 }
 
-async fn undelete_key(state: &AppState, project: &str, key_id: &str) -> Result<Operation, ApiError> {
+async fn undelete_key(
+    state: &AppState,
+    project: &str,
+    key_id: &str,
+) -> Result<Operation, ApiError> {
     let project = project_for(state, project, "apikeys.keys.undelete").await?;
     let mut key = load_key(state, &project, key_id).await?;
     let Some(deleted) = key.delete_time else {
@@ -479,7 +491,12 @@ async fn undelete_key(state: &AppState, project: &str, key_id: &str) -> Result<O
         .await
         .map_err(store_error)?;
     state.snapshot.upsert_key(&key);
-    operations::record(state, done_key_op(project.number, &key, None), &["keyString"]).await
+    operations::record(
+        state,
+        done_key_op(project.number, &key, None),
+        &["keyString"],
+    )
+    .await
 }
 
 #[derive(Debug, Default, Deserialize)]

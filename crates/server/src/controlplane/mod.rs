@@ -124,7 +124,11 @@ pub fn split_verb(rest: &str) -> (Vec<String>, Option<String>) {
     let segments = path
         .split('/')
         .filter(|s| !s.is_empty())
-        .map(|s| urlencoding::decode(s).map(|c| c.into_owned()).unwrap_or_else(|_| s.to_owned()))
+        .map(|s| {
+            urlencoding::decode(s)
+                .map(|c| c.into_owned())
+                .unwrap_or_else(|_| s.to_owned())
+        })
         .collect();
     (segments, verb)
 }
@@ -149,12 +153,24 @@ mod tests {
         assert_eq!(
             split_verb("p/locations/global/keys/abc:undelete"),
             (
-                vec!["p".into(), "locations".into(), "global".into(), "keys".into(), "abc".into()],
+                vec![
+                    "p".into(),
+                    "locations".into(),
+                    "global".into(),
+                    "keys".into(),
+                    "abc".into()
+                ],
                 Some("undelete".into())
             )
         );
-        assert_eq!(split_verb("p/services/x.googleapis.com%3Aenable").1, Some("enable".into()));
+        assert_eq!(
+            split_verb("p/services/x.googleapis.com%3Aenable").1,
+            Some("enable".into())
+        );
         assert_eq!(split_verb("my-proj"), (vec!["my-proj".to_string()], None));
-        assert_eq!(split_verb("123:undelete"), (vec!["123".to_string()], Some("undelete".into())));
+        assert_eq!(
+            split_verb("123:undelete"),
+            (vec!["123".to_string()], Some("undelete".into()))
+        );
     }
 }

@@ -30,9 +30,8 @@ pub async fn create(
     display_name: &str,
     labels: std::collections::BTreeMap<String, String>,
 ) -> Result<Project, ApiError> {
-    keyplane_core::validate_project_id(project_id).map_err(|e| {
-        ApiError::bad_request_fields(vec![("project.project_id", e.0.clone())])
-    })?;
+    keyplane_core::validate_project_id(project_id)
+        .map_err(|e| ApiError::bad_request_fields(vec![("project.project_id", e.0.clone())]))?;
     let t = now();
     let project = Project {
         number: keyplane_core::new_project_number(),
@@ -53,12 +52,16 @@ pub async fn create(
         delete_time: None,
         etag: super::new_etag(),
     };
-    state.store.create_project(&project).await.map_err(|e| match e {
-        keyplane_store::StoreError::AlreadyExists(_) => ApiError::already_exists(format!(
+    state
+        .store
+        .create_project(&project)
+        .await
+        .map_err(|e| match e {
+            keyplane_store::StoreError::AlreadyExists(_) => ApiError::already_exists(format!(
             "Requested entity already exists: the project id \"{project_id}\" is already in use."
         )),
-        other => store_error(other),
-    })?;
+            other => store_error(other),
+        })?;
     for service in services::DEFAULT_ENABLED {
         let s = ServiceState {
             project_number: project.number,
@@ -85,7 +88,14 @@ async fn create_project(
             &format!("//{HOST}/{}", req.parent),
         ));
     }
-    let project = create(&state, &caller, &req.project_id, &req.display_name, req.labels).await?;
+    let project = create(
+        &state,
+        &caller,
+        &req.project_id,
+        &req.display_name,
+        req.labels,
+    )
+    .await?;
     let op = Operation::done_with(
         format!("operations/cp.{}", keyplane_core::new_unique_id()),
         cloud::TYPE_PROJECT,
@@ -109,7 +119,8 @@ async fn get_project(
             "The requested URL /v3/projects/{rest} was not found on this server."
         )));
     }
-    let project = resolve_project(&state, &segments[0], "resourcemanager.projects.get", HOST).await?;
+    let project =
+        resolve_project(&state, &segments[0], "resourcemanager.projects.get", HOST).await?;
     Ok(Json(cloud::Project::from_model(&project)))
 }
 
@@ -143,5 +154,7 @@ async fn get_operation(
     _caller: Caller,
     Path(rest): Path<String>,
 ) -> Result<Json<Operation>, ApiError> {
-    Ok(Json(operations::get(&state, &format!("operations/{rest}")).await?))
+    Ok(Json(
+        operations::get(&state, &format!("operations/{rest}")).await?,
+    ))
 }

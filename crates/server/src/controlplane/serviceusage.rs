@@ -18,7 +18,10 @@ const HOST: &str = "serviceusage.googleapis.com";
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/v1/projects/{*rest}", get(get_dispatch).post(post_dispatch))
+        .route(
+            "/v1/projects/{*rest}",
+            get(get_dispatch).post(post_dispatch),
+        )
         .route("/v1/operations/{*rest}", get(get_operation))
 }
 
@@ -228,5 +231,7 @@ async fn get_operation(
     _caller: Caller,
     Path(rest): Path<String>,
 ) -> Result<Json<Operation>, ApiError> {
-    Ok(Json(operations::get(&state, &format!("operations/{rest}")).await?))
+    Ok(Json(
+        operations::get(&state, &format!("operations/{rest}")).await?,
+    ))
 }
