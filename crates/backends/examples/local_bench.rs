@@ -2,7 +2,7 @@
 //!
 //! `cargo run -p keyplane-backends --example local_bench` with `KEYPLANE_MODEL` set
 //! (scripts/setup.sh); the dev profile already builds llama.cpp optimised. Prints prefill and generation speed of one greedy request,
-//! then the aggregate speed of `parallel` concurrent requests.
+//! then the aggregate speed of `PARALLEL` (env, default 4) concurrent requests.
 
 use std::time::Instant;
 
@@ -56,7 +56,10 @@ async fn timed(backend: &LocalBackend, max: u32) -> Result<(f64, f64, u32), Stri
 async fn main() -> Result<(), String> {
     let path = std::env::var("KEYPLANE_MODEL")
         .map_err(|_| "KEYPLANE_MODEL is not set: run `eval \"$(scripts/setup.sh)\"`")?;
-    let parallel = 4;
+    let parallel = std::env::var("PARALLEL")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(4);
     let started = Instant::now();
     let mut opts = LocalOptions::new(path);
     opts.parallel = parallel;

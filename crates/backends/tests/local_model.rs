@@ -417,3 +417,47 @@ async fn full_backend_is_overloaded_and_dropping_a_stream_frees_its_slot() {
     assert!(c.completion_tokens > 0);
     assert_eq!(b.in_flight(), 0);
 }
+
+#[tokio::test]
+async fn the_end_of_the_context_ends_generation_with_max_tokens() {
+    let mut opts = LocalOptions::new(model_path());
+    opts.parallel = 1;
+    opts.queue = 0;
+    opts.context_per_sequence = 64;
+    let b = load(opts);
+    assert_eq!(b.models()[0].input_token_limit, 64);
+
+    // A prompt of exactly `room` tokens short of the context, found by counting.
+    async fn prompt_leaving(b: &LocalBackend, room: u32) -> ChatRequest {
+        for words in 1..64 {
+            let req = request(&"one ".repeat(words), 16);
+            let n = b.count_tokens(&req).await.expect("count_tokens");
+            if n + room == 64 {
+                return req;
+            }
+            assert!(n + room < 64, "no prompt leaves exactly {room} tokens");
+        }
+        unreachable!("64 words are more than 64 tokens");
+    }
+
+    // The prompt fills the context: one token can still be sampled from its last logits.
+    let full = b
+        .generate(prompt_leaving(&b, 0).await)
+        .await
+        .expect("a prompt of exactly the context is accepted");
+    assert_eq!(full.prompt_tokens, 64);
+    assert_eq!(full.completion_tokens, 1);
+    assert_eq!(full.finish_reason, FinishReason::MaxTokens);
+
+    // Three positions left: four tokens (the last one is sampled, never decoded).
+    let near = b
+        .generate(prompt_leaving(&b, 3).await)
+        .await
+        .expect("generate");
+    assert_eq!(near.prompt_tokens, 61);
+    assert_eq!(near.finish_reason, FinishReason::MaxTokens);
+    assert_eq!(near.completion_tokens, 4);
+
+    let over = b.generate(request(&"one ".repeat(80), 16)).await;
+    assert!(matches!(over, Err(BackendError::InvalidArgument(_))));
+}

@@ -181,7 +181,7 @@ async fn generate_content() {
     let s = server();
     let ctx = s.ctx().await;
     let key = ctx.new_key("dp-gen").await;
-    let _g = generation_lock();
+    let _g = generation_lock().await;
 
     let body = gen_body(PROMPT, 8);
     let r = ctx.generate(&key.key_string, &body).await;
@@ -228,7 +228,7 @@ async fn generate_accepts_snake_case_and_system_instruction() {
     let s = server();
     let ctx = s.ctx().await;
     let key = ctx.new_key("dp-snake").await;
-    let _g = generation_lock();
+    let _g = generation_lock().await;
     let contents = json!([{"role": "user", "parts": [{"text": PROMPT}]}]);
     let system = json!({"parts": [{"text": "You are a pirate. Answer like a pirate."}]});
 
@@ -282,7 +282,7 @@ async fn stop_sequences_cut_the_output() {
     let s = server();
     let ctx = s.ctx().await;
     let key = ctx.new_key("dp-stop").await;
-    let _g = generation_lock();
+    let _g = generation_lock().await;
 
     let r = ctx.generate(&key.key_string, &gen_body(PROMPT, 16)).await;
     let (full, _, _) = check_generation(&r, 16);
@@ -327,7 +327,7 @@ async fn stream_matches_the_non_streamed_answer() {
     let s = server();
     let ctx = s.ctx().await;
     let key = ctx.new_key("dp-sse").await;
-    let _g = generation_lock();
+    let _g = generation_lock().await;
     let body = gen_body(PROMPT, 16);
 
     let r = ctx.generate(&key.key_string, &body).await;
@@ -400,7 +400,7 @@ async fn count_tokens_matches_prompt_token_count() {
     let system = json!({"parts": [{"text": "Be brief."}]});
 
     let (plain, with_system) = {
-        let _g = generation_lock();
+        let _g = generation_lock().await;
         let a = ctx
             .generate(
                 &key.key_string,
@@ -481,7 +481,7 @@ async fn all_api_versions_serve_the_same_methods() {
         totals.push(r.ok()["totalTokens"].clone());
     }
     assert!(totals.windows(2).all(|w| w[0] == w[1]), "{totals:?}");
-    let _g = generation_lock();
+    let _g = generation_lock().await;
     let r = ctx
         .gemini_post(
             &key.key_string,
@@ -631,54 +631,68 @@ async fn bad_requests_are_invalid_argument() {
     let s = server();
     let ctx = s.ctx().await;
     let key = ctx.new_key("dp-badreq").await;
+    // Some of these requests generate when the server wrongly accepts them.
+    let _g = generation_lock().await;
     let k = key.key_string.as_str();
-    let path = gen_path("generateContent");
+    let gen = gen_path("generateContent");
+    let sse = format!("{}?alt=sse", gen_path("streamGenerateContent"));
+    let count = gen_path("countTokens");
+    let hi = json!([{"parts": [{"text": "hi"}]}]);
+    let mut soft = Soft::default();
 
     // Malformed JSON.
-    ctx.gemini_post_raw(Some(k), &path, "{\"contents\": [")
-        .await
-        .err(400, "INVALID_ARGUMENT");
-    // Empty contents.
-    ctx.gemini_post(k, &path, &json!({"contents": []}))
-        .await
-        .err(400, "INVALID_ARGUMENT");
-    ctx.gemini_post(k, &path, &json!({}))
-        .await
-        .err(400, "INVALID_ARGUMENT");
-    // Unknown fields, at the top and nested.
-    for body in [
-        json!({"contents": [{"parts": [{"text": "hi"}]}], "foo": 1}),
-        json!({"contents": [{"parts": [{"text": "hi"}]}], "generationConfig": {"foo": 1}}),
-    ] {
-        let r = ctx.gemini_post(k, &path, &body).await;
-        let e = r.err(400, "INVALID_ARGUMENT");
-        let msg = e["message"].as_str().unwrap();
-        assert!(
-            msg.contains("Invalid JSON payload received. Unknown name \"foo\""),
-            "message should be Google's `Invalid JSON payload received. Unknown name \"foo\" ...`\n{}",
-            r.describe()
-        );
+    for path in [&gen, &sse, &count] {
+        let r = ctx.gemini_post_raw(Some(k), path, "{\"contents\": [").await;
+        soft.check(|| r.err(400, "INVALID_ARGUMENT"));
+    }
+    // Empty or missing contents.
+    for body in [json!({"contents": []}), json!({})] {
+        for path in [&gen, &sse] {
+            let r = ctx.gemini_post(k, path, &body).await;
+            soft.check(|| r.err(400, "INVALID_ARGUMENT"));
+        }
+    }
+    // Unknown fields, at the top and nested; CountTokensRequest has no generationConfig.
+    let unknown = [
+        (&gen, json!({"contents": hi, "foo": 1}), "foo"),
+        (
+            &gen,
+            json!({"contents": hi, "generationConfig": {"foo": 1}}),
+            "foo",
+        ),
+        (
+            &gen,
+            json!({"contents": [{"parts": [{"text": "hi", "foo": 1}]}]}),
+            "foo",
+        ),
+        (&sse, json!({"contents": hi, "foo": 1}), "foo"),
+        (&count, json!({"contents": hi, "foo": 1}), "foo"),
+        (
+            &count,
+            json!({"contents": hi, "generationConfig": {"maxOutputTokens": 1}}),
+            "generationConfig",
+        ),
+    ];
+    for (path, body, name) in unknown {
+        let r = ctx.gemini_post(k, path, &body).await;
+        soft.check(|| {
+            let e = r.err(400, "INVALID_ARGUMENT");
+            let msg = e["message"].as_str().unwrap();
+            assert!(
+                msg.contains(&format!("Invalid JSON payload received. Unknown name \"{name}\"")),
+                "message should be Google's `Invalid JSON payload received. Unknown name \"{name}\" ...`\n{}",
+                r.describe()
+            );
+        });
     }
     // Out-of-range temperature.
-    let r = ctx
-        .gemini_post(
-            k,
-            &path,
-            &json!({"contents": [{"parts": [{"text": "hi"}]}], "generationConfig": {"temperature": 5}}),
-        )
-        .await;
-    r.err(400, "INVALID_ARGUMENT");
-    // The same checks apply to streaming and countTokens.
-    ctx.gemini_post(
-        k,
-        &format!("{}?alt=sse", gen_path("streamGenerateContent")),
-        &json!({"contents": []}),
-    )
-    .await
-    .err(400, "INVALID_ARGUMENT");
-    ctx.gemini_post_raw(Some(k), &gen_path("countTokens"), "not json")
-        .await
-        .err(400, "INVALID_ARGUMENT");
+    for path in [&gen, &sse] {
+        let body =
+            json!({"contents": hi, "generationConfig": {"temperature": 5, "maxOutputTokens": 1}});
+        let r = ctx.gemini_post(k, path, &body).await;
+        soft.check(|| r.err(400, "INVALID_ARGUMENT"));
+    }
+    soft.finish();
 }
 
 #[tokio::test]
@@ -686,9 +700,14 @@ async fn odd_inputs_never_get_a_bare_500() {
     let s = server();
     let ctx = s.ctx().await;
     let key = ctx.new_key("dp-odd").await;
+    // Some of these requests generate when the server wrongly accepts them.
+    let _g = generation_lock().await;
     let k = key.key_string.as_str();
     let gen = gen_path("generateContent");
-    let bodies = [
+    let count = gen_path("countTokens");
+    let mut soft = Soft::default();
+    // Bad for both generateContent and countTokens.
+    let both = [
         "",
         "null",
         "[]",
@@ -699,23 +718,30 @@ async fn odd_inputs_never_get_a_bare_500() {
         "{\"contents\": [{\"parts\": [{}]}]}",
         "{\"contents\": [{\"role\": \"robot\", \"parts\": [{\"text\": \"hi\"}]}]}",
         "{\"contents\": [{\"parts\": [{\"text\": 5}]}]}",
-        "{\"contents\": [{\"parts\": [{\"text\": \"hi\"}]}], \"generationConfig\": {\"maxOutputTokens\": -1}}",
-        "{\"contents\": [{\"parts\": [{\"text\": \"hi\"}]}], \"generationConfig\": {\"maxOutputTokens\": \"lots\"}}",
-        "{\"contents\": [{\"parts\": [{\"text\": \"hi\"}]}], \"generationConfig\": {\"topP\": 7}}",
-        "{\"contents\": [{\"parts\": [{\"text\": \"hi\"}]}], \"generationConfig\": {\"candidateCount\": 0}}",
         "{\"contents\": [{\"parts\": [{\"inlineData\": {\"mimeType\": \"image/png\", \"data\": \"!!!\"}}]}]}",
         "\u{0}\u{1}\u{2}",
     ];
-    for body in bodies {
-        for path in [gen.clone(), gen_path("countTokens")] {
-            let r = ctx.gemini_post_raw(Some(k), &path, body).await;
+    // Bad generation settings (generateContent only).
+    let gen_only = [
+        "{\"contents\": [{\"parts\": [{\"text\": \"hi\"}]}], \"generationConfig\": {\"maxOutputTokens\": -1}}",
+        "{\"contents\": [{\"parts\": [{\"text\": \"hi\"}]}], \"generationConfig\": {\"maxOutputTokens\": \"lots\"}}",
+        "{\"contents\": [{\"parts\": [{\"text\": \"hi\"}]}], \"generationConfig\": {\"topP\": 7}}",
+        "{\"contents\": [{\"parts\": [{\"text\": \"hi\"}]}], \"generationConfig\": {\"candidateCount\": 9}}",
+    ];
+    let cases = both
+        .iter()
+        .flat_map(|b| [(gen.clone(), *b), (count.clone(), *b)])
+        .chain(gen_only.iter().map(|b| (gen.clone(), *b)));
+    for (path, body) in cases {
+        let r = ctx.gemini_post_raw(Some(k), &path, body).await;
+        soft.check(|| {
             r.status_error();
             assert!(
                 (400..500).contains(&r.status),
                 "a bad request is a 4xx\n{}",
                 r.describe()
             );
-        }
+        });
     }
     // Wrong method and unknown paths still answer with a google.rpc.Status.
     for (method, path) in [
@@ -729,17 +755,20 @@ async fn odd_inputs_never_get_a_bare_500() {
         }
         .header("x-goog-api-key", k);
         let r = ctx.send(format!("{method} {path}"), req).await;
-        r.status_error();
-        assert!((400..500).contains(&r.status), "{}", r.describe());
+        soft.check(|| {
+            r.status_error();
+            assert!((400..500).contains(&r.status), "{}", r.describe());
+        });
     }
     // The server is still healthy.
     ctx.gemini_post(
         k,
-        &gen_path("countTokens"),
+        &count,
         &json!({"contents": [{"parts": [{"text": "ok"}]}]}),
     )
     .await
     .ok();
+    soft.finish();
 }
 
 #[tokio::test]
@@ -747,7 +776,7 @@ async fn eight_concurrent_requests_all_succeed() {
     let s = server();
     let ctx = s.ctx().await;
     let key = ctx.new_key("dp-conc").await;
-    let _g = generation_lock();
+    let _g = generation_lock().await;
     let bodies: Vec<Value> = (0..8)
         .map(|i| gen_body(&format!("Count to {i} in words"), 4))
         .collect();
@@ -756,4 +785,24 @@ async fn eight_concurrent_requests_all_succeed() {
     for r in &results {
         check_generation(r, 4);
     }
+}
+
+#[tokio::test]
+async fn an_api_key_sent_as_bearer_is_unauthenticated() {
+    // Google's native endpoint answers 401 ACCESS_TOKEN_TYPE_UNSUPPORTED (spec §9.1).
+    let s = server();
+    let ctx = s.ctx().await;
+    let key = ctx.new_key("dp-bearer").await;
+    let path = gen_path("countTokens");
+    let body = json!({"contents": [{"parts": [{"text": "hi"}]}]});
+    let r = ctx
+        .send(
+            format!("POST {path} (Authorization: Bearer API_KEY)"),
+            ctx.http
+                .post(ctx.url(&path))
+                .bearer_auth(&key.key_string)
+                .json(&body),
+        )
+        .await;
+    r.err_reason(401, "UNAUTHENTICATED", "ACCESS_TOKEN_TYPE_UNSUPPORTED");
 }

@@ -44,6 +44,9 @@ pub const DEFAULT_MAX_OUTPUT_TOKENS: u32 = 512;
 /// llama.cpp's limit on the sequences of one context (`LLAMA_MAX_SEQ`).
 const MAX_PARALLEL: usize = 256;
 
+/// Rendered prompts this large are refused before tokenizing (llama.cpp's i32 lengths).
+const MAX_PROMPT_BYTES: usize = 1 << 30;
+
 /// Sampling defaults advertised in [`ModelInfo`] and used when a request leaves them out.
 /// Low temperature: a 135M model drifts quickly when sampled hot.
 pub const DEFAULT_TEMPERATURE: f32 = 0.2;
@@ -332,10 +335,25 @@ impl Inner {
             })
     }
 
-    fn tokenize(&self, prompt: &str) -> Vec<LlamaToken> {
+    /// The prompt's tokens: what `prompt_tokens` and `count_tokens` report.
+    fn prompt_tokens(&self, req: &ChatRequest) -> Result<Vec<LlamaToken>, BackendError> {
+        let prompt = self.render(req)?;
+        // llama.cpp counts bytes and tokens in i32 (llama-cpp-2 panics past that).
+        if prompt.len() >= MAX_PROMPT_BYTES {
+            return Err(BackendError::InvalidArgument(format!(
+                "the prompt is too large ({} bytes)",
+                prompt.len()
+            )));
+        }
         // add_special=false: the template already wrote every special token;
         // parse_special=true: so that "<|im_start|>" etc. become their control tokens.
-        self.model.vocab().tokenize(prompt.as_bytes(), false, true)
+        let tokens = self.model.vocab().tokenize(prompt.as_bytes(), false, true);
+        if tokens.is_empty() {
+            return Err(BackendError::InvalidArgument(
+                "the rendered prompt is empty".into(),
+            ));
+        }
+        Ok(tokens)
     }
 
     fn prepare(&self, req: &ChatRequest) -> Result<Prepared, BackendError> {
@@ -354,13 +372,7 @@ impl Inner {
         }
         let top_k = params.top_k.unwrap_or(DEFAULT_TOP_K);
 
-        let prompt = self.render(req)?;
-        let tokens = self.tokenize(&prompt);
-        if tokens.is_empty() {
-            return Err(BackendError::InvalidArgument(
-                "the rendered prompt is empty".into(),
-            ));
-        }
+        let tokens = self.prompt_tokens(req)?;
         let n_prompt = u32::try_from(tokens.len()).unwrap_or(u32::MAX);
         let limit = self.context_per_sequence;
         if n_prompt > limit {
@@ -470,8 +482,8 @@ impl Backend for LocalBackend {
         let inner = Arc::clone(&self.inner);
         let req = req.clone();
         tokio::task::spawn_blocking(move || {
-            let prompt = inner.render(&req)?;
-            Ok(u32::try_from(inner.tokenize(&prompt).len()).unwrap_or(u32::MAX))
+            let tokens = inner.prompt_tokens(&req)?;
+            Ok(u32::try_from(tokens.len()).unwrap_or(u32::MAX))
         })
         .await
         .map_err(|e| BackendError::Internal(format!("token counting failed: {e}")))?

@@ -329,9 +329,10 @@ impl Drop for Server {
 
 /// Serialises the tests of one binary that depend on greedy generation being reproducible
 /// (batch composition in the local backend may change numerics) or that load the model.
-pub fn generation_lock() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    lock(&LOCK)
+/// An async mutex: each test has its own runtime, and tokio's mutex works across them.
+pub async fn generation_lock() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
 }
 
 // ---------------------------------------------------------------------------------------
@@ -435,7 +436,7 @@ impl Resp {
         let mut body = self.text.clone();
         if body.len() > 3000 {
             body.truncate(3000);
-            body.push_str("…");
+            body.push('…');
         }
         format!(
             "request: {}\n   got: HTTP {} ({})\n  body: {}",
