@@ -23,6 +23,53 @@ fn proto_path(path: &Path) -> String {
     out
 }
 
+/// (proto path of the parent, field name as sent) of a field no struct declares.
+/// Google rejects such fields: "Unknown name \"foo\" at 'generation_config'".
+enum Seg {
+    Index(usize),
+    Key(String),
+}
+
+fn unknown_field(path: &serde_ignored::Path<'_>) -> (String, String) {
+    fn segments(path: &serde_ignored::Path<'_>, out: &mut Vec<Seg>) {
+        use serde_ignored::Path as P;
+        match path {
+            P::Root => {}
+            P::Seq { parent, index } => {
+                segments(parent, out);
+                out.push(Seg::Index(*index));
+            }
+            P::Map { parent, key } => {
+                segments(parent, out);
+                out.push(Seg::Key(key.clone()));
+            }
+            P::Some { parent } | P::NewtypeStruct { parent } | P::NewtypeVariant { parent } => {
+                segments(parent, out)
+            }
+        }
+    }
+    let mut segs = Vec::new();
+    segments(path, &mut segs);
+    let name = match segs.pop() {
+        Some(Seg::Key(key)) => key,
+        Some(Seg::Index(index)) => index.to_string(),
+        None => String::new(),
+    };
+    let mut parent = String::new();
+    for seg in segs {
+        match seg {
+            Seg::Index(index) => parent.push_str(&format!("[{index}]")),
+            Seg::Key(key) => {
+                if !parent.is_empty() {
+                    parent.push('.');
+                }
+                parent.push_str(&to_snake(&key));
+            }
+        }
+    }
+    (parent, name)
+}
+
 /// serde_json's message without its " at line L column C" suffix.
 fn bare_message(err: &serde_json::Error) -> String {
     let text = err.to_string();
@@ -42,9 +89,14 @@ pub fn parse_json_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError>
         ));
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let field = proto_path(e.path());
-        let inner = e.into_inner();
+    let mut track = serde_path_to_error::Track::new();
+    let mut unknown: Vec<(String, String)> = Vec::new();
+    let parsed: Result<T, serde_json::Error> = serde_ignored::deserialize(
+        serde_path_to_error::Deserializer::new(&mut de, &mut track),
+        |path| unknown.push(unknown_field(&path)),
+    );
+    let value: T = parsed.map_err(|inner| {
+        let field = proto_path(&track.path());
         let msg = bare_message(&inner);
         if inner.is_data() && !field.is_empty() {
             ApiError::bad_request_fields(vec![(
@@ -61,6 +113,24 @@ pub fn parse_json_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError>
             ))
         }
     })?;
+    if !unknown.is_empty() {
+        return Err(ApiError::bad_request_fields(
+            unknown
+                .into_iter()
+                .map(|(parent, name)| {
+                    let at = if parent.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" at '{parent}'")
+                    };
+                    let line = format!(
+                        "Invalid JSON payload received. Unknown name \"{name}\"{at}: Cannot find field."
+                    );
+                    (parent, line)
+                })
+                .collect(),
+        ));
+    }
     de.end().map_err(|e| {
         ApiError::invalid_json(format!(
             "{} (line {}, column {}).",

@@ -15,7 +15,7 @@ use keyplane_wire::{parse_json_body_or_default, ApiError, Code, Detail};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{operations, resolve_project, split_verb, store_error, ListParams};
+use super::{operations, resolve_project, split_verb, store_error, ListParams, ProjectsRest};
 use crate::app::AppState;
 use crate::identity::Caller;
 
@@ -145,7 +145,7 @@ fn done_key_op(project_number: i64, key: &ApiKey, key_string: Option<&str>) -> O
 async fn get_dispatch(
     State(state): State<AppState>,
     caller: Caller,
-    Path(rest): Path<String>,
+    ProjectsRest(rest): ProjectsRest,
     Query(params): Query<ListParams>,
 ) -> Result<Json<Value>, ApiError> {
     let (segments, verb) = split_verb(&rest);
@@ -194,7 +194,7 @@ struct DeleteParams {
 async fn post_dispatch(
     State(state): State<AppState>,
     caller: Caller,
-    Path(rest): Path<String>,
+    ProjectsRest(rest): ProjectsRest,
     Query(params): Query<CreateParams>,
     body: Bytes,
 ) -> Result<Json<Operation>, ApiError> {
@@ -218,7 +218,7 @@ async fn post_dispatch(
 async fn delete_dispatch(
     State(state): State<AppState>,
     _caller: Caller,
-    Path(rest): Path<String>,
+    ProjectsRest(rest): ProjectsRest,
     Query(params): Query<DeleteParams>,
 ) -> Result<Json<Operation>, ApiError> {
     let (segments, verb) = split_verb(&rest);

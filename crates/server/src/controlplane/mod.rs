@@ -133,6 +133,32 @@ pub fn split_verb(rest: &str) -> (Vec<String>, Option<String>) {
     (segments, verb)
 }
 
+/// The request path after `/{version}/projects/` (percent-decoding is left to
+/// [`split_verb`]). Routes are registered with explicit segments so that several APIs can
+/// share `/v1/projects/...` and `/v2/projects/...`; handlers then parse the rest.
+pub struct ProjectsRest(pub String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ProjectsRest {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, ApiError> {
+        let path = parts.uri.path();
+        let rest = path
+            .trim_start_matches('/')
+            .split_once('/')
+            .and_then(|(_, after_version)| after_version.strip_prefix("projects/"))
+            .ok_or_else(|| {
+                ApiError::not_found(format!(
+                    "The requested URL {path} was not found on this server."
+                ))
+            })?;
+        Ok(ProjectsRest(rest.to_owned()))
+    }
+}
+
 /// An opaque etag for a new version of a resource.
 pub fn new_etag() -> String {
     use base64::Engine;

@@ -1,7 +1,7 @@
 //! Service Usage v1: enable, disable, batchEnable, get and list services of a project.
 
 use axum::extract::{Path, Query, State};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
 use keyplane_core::{now, services, Project, ServiceState};
@@ -10,7 +10,7 @@ use keyplane_wire::cloud::{self, ListServicesResponse, Operation, Service};
 use keyplane_wire::{parse_json_body_or_default, ApiError, Code, Detail};
 use serde_json::Value;
 
-use super::{operations, resolve_project, split_verb, store_error, ListParams};
+use super::{operations, resolve_project, split_verb, store_error, ListParams, ProjectsRest};
 use crate::app::AppState;
 use crate::identity::Caller;
 
@@ -18,10 +18,13 @@ const HOST: &str = "serviceusage.googleapis.com";
 
 pub fn router() -> Router<AppState> {
     Router::new()
+        .route("/v1/projects/{p}/services", get(get_dispatch))
         .route(
-            "/v1/projects/{*rest}",
+            "/v1/projects/{p}/services/{s}",
             get(get_dispatch).post(post_dispatch),
         )
+        .route("/v1/projects/{p}/services:batchEnable", post(post_dispatch))
+        .route("/v1/projects/{p}/services:batchGet", get(get_dispatch))
         .route("/v1/operations/{*rest}", get(get_operation))
 }
 
@@ -90,7 +93,7 @@ fn operation(project: &Project, service: &str, type_url: &str, response: Value) 
 async fn post_dispatch(
     State(state): State<AppState>,
     _caller: Caller,
-    Path(rest): Path<String>,
+    ProjectsRest(rest): ProjectsRest,
     body: Bytes,
 ) -> Result<Json<Operation>, ApiError> {
     let (segments, verb) = split_verb(&rest);
@@ -172,7 +175,7 @@ async fn post_dispatch(
 async fn get_dispatch(
     State(state): State<AppState>,
     _caller: Caller,
-    Path(rest): Path<String>,
+    ProjectsRest(rest): ProjectsRest,
     Query(params): Query<ListParams>,
 ) -> Result<Json<Value>, ApiError> {
     let (segments, verb) = split_verb(&rest);
