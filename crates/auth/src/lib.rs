@@ -7,6 +7,7 @@
 //! data-plane request except an access-token cache miss.
 
 pub mod jwt;
+pub mod restrictions;
 pub mod snapshot;
 pub mod tokens;
 

@@ -50,6 +50,15 @@ pub enum Command {
     /// API keys
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// IAM: service accounts and their keys, roles
+    #[command(subcommand)]
+    Iam(crate::cmd::service_accounts::IamCommand),
+    /// Organization policies (the constraint on binding API keys to service accounts)
+    #[command(subcommand)]
+    OrgPolicies(crate::cmd::org_policies::OrgPoliciesCommand),
+    /// The organization and its IAM policy
+    #[command(subcommand)]
+    Organizations(crate::cmd::iam::OrganizationsCommand),
     /// Call the Gemini API with an API key
     Generate(GenerateArgs),
 }
@@ -107,6 +116,42 @@ pub enum ProjectsCommand {
         #[arg(value_name = "PROJECT")]
         project: String,
     },
+    /// Find projects: `id:my-proj`, `name:prod*`, `labels.env:dev`, `state:ACTIVE` (AND)
+    Search {
+        /// The query [default: every project]
+        #[arg(default_value = "")]
+        query: String,
+    },
+    /// Change a project's display name or labels
+    Update {
+        #[arg(value_name = "PROJECT")]
+        project: String,
+        /// New display name (4-30 letters, digits, spaces, hyphens, quotes, `!`)
+        #[arg(long, value_name = "NAME")]
+        display_name: Option<String>,
+        /// Labels to add or change, KEY=VALUE (repeatable, or comma-separated)
+        #[arg(long, value_name = "KEY=VALUE", value_delimiter = ',')]
+        update_labels: Vec<String>,
+        /// Labels to remove (repeatable, or comma-separated)
+        #[arg(long, value_name = "KEY", value_delimiter = ',')]
+        remove_labels: Vec<String>,
+        /// Remove every label (before --update-labels applies)
+        #[arg(long)]
+        clear_labels: bool,
+    },
+    /// Delete a project: it becomes DELETE_REQUESTED and its keys stop working at once
+    Delete {
+        #[arg(value_name = "PROJECT")]
+        project: String,
+    },
+    /// Restore a project pending deletion (its keys work again)
+    Undelete {
+        #[arg(value_name = "PROJECT")]
+        project: String,
+    },
+    /// get-iam-policy, add-iam-policy-binding, remove-iam-policy-binding
+    #[command(flatten)]
+    Iam(crate::cmd::iam::ProjectIamCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -179,8 +224,33 @@ pub enum KeysCommand {
         /// projects/NUMBER/locations/global/keys/ID
         name: String,
     },
+    /// Change a key's display name or restrictions (what is not named is kept)
+    Update(KeysUpdateArgs),
     /// Find the project and key a key string belongs to
     Lookup(LookupArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct KeysUpdateArgs {
+    /// projects/NUMBER/locations/global/keys/ID
+    pub name: String,
+    /// New display name
+    #[arg(long, value_name = "NAME")]
+    pub display_name: Option<String>,
+    /// Allow only calls from these server IPs or CIDR ranges (replaces any client restriction)
+    #[arg(long, value_name = "IP", value_delimiter = ',', num_args = 1.., conflicts_with_all = ["allowed_referrers", "clear_restrictions"])]
+    pub allowed_ips: Vec<String>,
+    /// Allow only calls from these HTTP referrers, e.g. `*.example.com/*` (replaces any client
+    /// restriction)
+    #[arg(long, value_name = "PATTERN", value_delimiter = ',', num_args = 1.., conflicts_with = "clear_restrictions")]
+    pub allowed_referrers: Vec<String>,
+    /// Allow only this API, optionally only these methods: SERVICE[:METHOD,...]
+    /// (repeatable; replaces the key's API targets)
+    #[arg(long, value_name = "SERVICE[:METHODS]", conflicts_with = "clear_restrictions")]
+    pub api_target: Vec<String>,
+    /// Remove every restriction
+    #[arg(long)]
+    pub clear_restrictions: bool,
 }
 
 #[derive(Args)]

@@ -520,6 +520,216 @@ impl ControlPlane {
     }
 }
 
+/// Key updates, project lifecycle and search, and Org Policy v2.
+impl ControlPlane {
+    /// `PATCH /v2/{name}?updateMask=…` with `key` (a partial `Key` in JSON), then waits;
+    /// the updated key. `update_mask` lists the fields to replace (camelCase, e.g.
+    /// `displayName`, `restrictions.serverKeyRestrictions`); empty means the fields present
+    /// in `key`.
+    pub async fn update_key(
+        &self,
+        name: &str,
+        key: &Value,
+        update_mask: &[&str],
+    ) -> Result<Key, ClientError> {
+        let path = format!("/v2/{}", key_path(name)?);
+        let query: Vec<(&str, String)> = if update_mask.is_empty() {
+            Vec::new()
+        } else {
+            vec![("updateMask", update_mask.join(","))]
+        };
+        let op: Operation = self
+            .call(Method::PATCH, &path, &query, Some(key), "PATCH /v2/{key}")
+            .await?;
+        self.wait_for(Api::ApiKeys, op).await
+    }
+
+    /// `DELETE /v3/projects/{p}` (the project becomes DELETE_REQUESTED), then waits.
+    pub async fn delete_project(&self, project: &str) -> Result<Project, ClientError> {
+        let path = format!("/v3/projects/{}", segment(project)?);
+        let op: Operation = self
+            .call(Method::DELETE, &path, &[], None, "DELETE /v3/projects/{project}")
+            .await?;
+        self.wait_for(Api::ResourceManager, op).await
+    }
+
+    /// `POST /v3/projects/{p}:undelete`, then waits; the active project.
+    pub async fn undelete_project(&self, project: &str) -> Result<Project, ClientError> {
+        let path = format!("/v3/projects/{}:undelete", segment(project)?);
+        let op: Operation = self
+            .call(
+                Method::POST,
+                &path,
+                &[],
+                Some(&json!({})),
+                "POST /v3/projects/{project}:undelete",
+            )
+            .await?;
+        self.wait_for(Api::ResourceManager, op).await
+    }
+
+    /// `PATCH /v3/projects/{p}?updateMask=…`: sets the display name and/or replaces the
+    /// labels; `etag` (when given) must be the project's current one.
+    pub async fn update_project(
+        &self,
+        project: &str,
+        display_name: Option<&str>,
+        labels: Option<&Map<String, Value>>,
+        etag: Option<&str>,
+    ) -> Result<Project, ClientError> {
+        let path = format!("/v3/projects/{}", segment(project)?);
+        let mut body = Map::new();
+        let mut mask = Vec::new();
+        if let Some(d) = display_name {
+            body.insert("displayName".into(), Value::String(d.to_owned()));
+            mask.push("displayName");
+        }
+        if let Some(l) = labels {
+            body.insert("labels".into(), Value::Object(l.clone()));
+            mask.push("labels");
+        }
+        if let Some(e) = etag {
+            body.insert("etag".into(), Value::String(e.to_owned()));
+        }
+        let query = [("updateMask", mask.join(","))];
+        let op: Operation = self
+            .call(
+                Method::PATCH,
+                &path,
+                &query,
+                Some(&Value::Object(body)),
+                "PATCH /v3/projects/{project}",
+            )
+            .await?;
+        self.wait_for(Api::ResourceManager, op).await
+    }
+
+    /// `GET /v3/projects:search?query=…`, following `nextPageToken`.
+    pub async fn search_projects(&self, query: &str) -> Result<Vec<Project>, ClientError> {
+        let mut all = Vec::new();
+        let mut token: Option<String> = None;
+        for _ in 0..MAX_PAGES {
+            let mut q = vec![("query", query.to_owned())];
+            if let Some(t) = &token {
+                q.push(("pageToken", t.clone()));
+            }
+            let page: ListProjectsResponse = self
+                .call(Method::GET, "/v3/projects:search", &q, None, "GET /v3/projects:search")
+                .await?;
+            all.extend(page.projects);
+            match next_token(page.next_page_token, &token) {
+                Some(t) => token = Some(t),
+                None => break,
+            }
+        }
+        Ok(all)
+    }
+
+    /// `GET /v2/{parent}/policies/{constraint}` (`parent`: `projects/P` or
+    /// `organizations/N`); with `effective`, `…:getEffectivePolicy`. The Policy JSON.
+    pub async fn get_org_policy(
+        &self,
+        parent: &str,
+        constraint: &str,
+        effective: bool,
+    ) -> Result<Value, ClientError> {
+        let mut path = format!("/v2/{}/policies/{}", policy_parent(parent)?, segment(constraint)?);
+        if effective {
+            path.push_str(":getEffectivePolicy");
+        }
+        self.call(Method::GET, &path, &[], None, "GET /v2/{parent}/policies/{constraint}")
+            .await
+    }
+
+    /// Sets the boolean `constraint` on `parent` to `enforce`: updates the policy there, or
+    /// creates it. The Policy JSON.
+    pub async fn set_org_policy_enforce(
+        &self,
+        parent: &str,
+        constraint: &str,
+        enforce: bool,
+    ) -> Result<Value, ClientError> {
+        let parent = policy_parent(parent)?;
+        let spec = json!({ "rules": [{ "enforce": enforce }] });
+        match self.get_org_policy(&parent, constraint, false).await {
+            Ok(current) => {
+                let path = format!("/v2/{parent}/policies/{}", segment(constraint)?);
+                let mut body = json!({ "spec": spec });
+                if let Some(etag) = current.get("etag").and_then(Value::as_str) {
+                    body["etag"] = Value::String(etag.to_owned());
+                }
+                self.call(
+                    Method::PATCH,
+                    &path,
+                    &[("updateMask", "spec".to_owned())],
+                    Some(&body),
+                    "PATCH /v2/{parent}/policies/{constraint}",
+                )
+                .await
+            }
+            Err(e) if e.status() == Some("NOT_FOUND") => {
+                let body = json!({
+                    "name": format!("{parent}/policies/{constraint}"),
+                    "spec": spec,
+                });
+                self.call(
+                    Method::POST,
+                    &format!("/v2/{parent}/policies"),
+                    &[],
+                    Some(&body),
+                    "POST /v2/{parent}/policies",
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `DELETE /v2/{parent}/policies/{constraint}`: the resource inherits again.
+    pub async fn delete_org_policy(&self, parent: &str, constraint: &str) -> Result<(), ClientError> {
+        let path = format!("/v2/{}/policies/{}", policy_parent(parent)?, segment(constraint)?);
+        let _: Value = self
+            .call(Method::DELETE, &path, &[], None, "DELETE /v2/{parent}/policies/{constraint}")
+            .await?;
+        Ok(())
+    }
+
+    /// The installation's organization (`organizations/N`), from Resource Manager's
+    /// organizations search.
+    pub async fn default_policy_organization(&self) -> Result<String, ClientError> {
+        let found: Value = self
+            .call(
+                Method::GET,
+                "/v3/organizations:search",
+                &[],
+                None,
+                "GET /v3/organizations:search",
+            )
+            .await?;
+        found["organizations"]
+            .as_array()
+            .and_then(|orgs| orgs.first())
+            .and_then(|o| o["name"].as_str())
+            .map(str::to_owned)
+            .ok_or_else(|| ClientError::Decode {
+                what: "GET /v3/organizations:search".to_owned(),
+                detail: "no organization is visible to these credentials".to_owned(),
+            })
+    }
+}
+
+/// `projects/{p}` or `organizations/{n}`, encoded per segment.
+fn policy_parent(parent: &str) -> Result<String, ClientError> {
+    match parent.split_once('/') {
+        Some((kind @ ("projects" | "organizations" | "folders"), id)) if !id.contains('/') => {
+            Ok(format!("{kind}/{}", segment(id)?))
+        }
+        _ => Err(ClientError::InvalidArgument(format!(
+            "{parent:?} is not a policy parent: expected projects/PROJECT or organizations/NUMBER"
+        ))),
+    }
+}
+
 pub(crate) fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
         .user_agent(USER_AGENT)

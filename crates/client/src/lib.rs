@@ -2,7 +2,7 @@
 //! tests, and API-key discovery as Google's SDKs do it.
 //!
 //! Owns: the control-plane client (`ControlPlane`: Resource Manager v3 projects, Service
-//! Usage v1, API Keys v2, with their long-running operations), the Gemini client (`Gemini`:
+//! Usage v1, API Keys v2, with their long-running operations; IAM v1 in `iam`), the Gemini client (`Gemini`:
 //! models, generateContent, SSE streaming, countTokens), service-account credentials and
 //! the JWT-bearer token grant, and `resolve_api_key`.
 //! Must not touch: the server, the store or any domain rule; it speaks only HTTP. It never
@@ -14,6 +14,8 @@ pub mod credentials;
 pub mod error;
 pub mod gemini;
 mod http;
+pub mod iam;
+pub mod policies;
 pub mod resources;
 pub mod sse;
 
@@ -25,4 +27,5 @@ pub use control::{Api, ControlPlane, NewKey};
 pub use credentials::ServiceAccountCredentials;
 pub use error::{ClientError, Secret};
 pub use gemini::{text_request, ChunkStream, Gemini};
+pub use iam::ServiceAccountKey;
 pub use resources::{Key, Operation};

@@ -2,9 +2,11 @@
 //!
 //! Owns: identifiers and their validation rules (project ids, key ids), the API key
 //! format and its protection at rest (HMAC for lookup, AES-256-GCM for retrieval),
-//! the domain records the store persists, and the catalogue of services Keyplane knows.
+//! the domain records the store persists, the catalogue of services Keyplane knows, and
+//! IAM (Google's predefined roles and their permissions; allow policies).
 //! Must not touch: I/O, async, sqlx, axum or any wire format.
 
+pub mod iam;
 pub mod ids;
 pub mod keys;
 pub mod model;

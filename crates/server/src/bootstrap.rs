@@ -168,6 +168,48 @@ pub async fn bootstrap(
         Err(e) => return Err(store_err(e)),
     };
 
+    // The owner account holds roles/owner on the organization. Written with the
+    // organization's first policy; an installation made before IAM policies existed gets
+    // it when its organization has no policy yet. A policy an administrator has set is
+    // never touched.
+    let org_resource = format!("organizations/{}", org.number);
+    if store
+        .iam_policy(&org_resource)
+        .await
+        .map_err(store_err)?
+        .is_none()
+    {
+        let mut policy = keyplane_core::iam::Policy::empty();
+        policy.add_binding("roles/owner", &format!("serviceAccount:{email}"));
+        policy.etag = keyplane_core::iam::new_policy_etag();
+        match store.put_iam_policy(&org_resource, &policy, None).await {
+            // Another process wrote the first policy meanwhile: keep it.
+            Ok(()) | Err(StoreError::EtagMismatch) => {}
+            Err(e) => return Err(store_err(e)),
+        }
+        tracing::info!(member = %email, "granted roles/owner on the organization");
+    }
+
+    // Organization policies a new organization starts with (Google's secure defaults):
+    // written once per installation, so a policy an administrator deletes stays deleted.
+    if store
+        .get_meta("bootstrap.org_policies")
+        .await
+        .map_err(store_err)?
+        .is_none()
+    {
+        for policy in crate::controlplane::orgpolicy::bootstrap_policies(org.number) {
+            match store.create_org_policy(&policy).await {
+                Ok(()) | Err(StoreError::AlreadyExists(_)) => {}
+                Err(e) => return Err(store_err(e)),
+            }
+        }
+        store
+            .set_meta("bootstrap.org_policies", "1")
+            .await
+            .map_err(store_err)?;
+    }
+
     let creds_path = dir.join(OWNER_CREDENTIALS_FILE);
     if !creds_path.exists()
         && store

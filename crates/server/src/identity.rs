@@ -36,14 +36,27 @@ pub async fn mint_key_file(
         .to_pkcs8_pem(LineEnding::LF)
         .map_err(ApiError::internal_from)?;
     let t = now();
+    // User-managed keys do not expire (Google shows 9999-12-31).
+    let valid_before = time::macros::datetime!(9999-12-31 23:59:59 UTC);
+    // Only the public half is kept: as a self-signed certificate, which IAM's keys.get
+    // serves (publicKeyType=TYPE_X509_PEM_FILE) as Google does.
+    let certificate = crate::controlplane::iam::self_signed_certificate(
+        &private,
+        &sa.email,
+        t,
+        valid_before,
+    )
+    .unwrap_or_else(|e| {
+        tracing::warn!(cause = ?e.cause, "could not make a key certificate; keeping the public key");
+        public_pem
+    });
     let record = ServiceAccountKey {
         key_id: keyplane_core::new_hex_id(20),
         service_account_email: sa.email.clone(),
-        public_key_pem: public_pem,
+        public_key_pem: certificate,
         disabled: false,
         valid_after: t,
-        // User-managed keys do not expire (Google shows 9999-12-31).
-        valid_before: time::macros::datetime!(9999-12-31 23:59:59 UTC),
+        valid_before,
         create_time: t,
     };
     let file = ServiceAccountKeyFile::new(
@@ -119,7 +132,8 @@ impl AppState {
         if key.disabled || t < key.valid_after || t > key.valid_before {
             return Err(jwt::JwtError::Signature);
         }
-        let public = jwt::parse_public_key(&key.public_key_pem)?;
+        let public = crate::controlplane::iam::stored_public_key(&key.public_key_pem)
+            .ok_or(jwt::JwtError::BadPublicKey)?;
         let claims = unverified.verify(&public, t.unix_timestamp())?;
         if claims.iss != key.service_account_email {
             return Err(jwt::JwtError::Signature);

@@ -6,6 +6,7 @@
 //! execution (keyplane-backends).
 
 pub mod app;
+pub mod authz;
 pub mod bootstrap;
 pub mod controlplane;
 pub mod dataplane;
@@ -117,8 +118,14 @@ pub fn router(state: AppState) -> Router {
         .merge(controlplane::projects::router())
         .merge(controlplane::serviceusage::router())
         .merge(controlplane::apikeys::router())
+        .merge(controlplane::iampolicy::router())
+        .merge(controlplane::iam::router())
+        .merge(controlplane::orgpolicy::router())
         .merge(oauth::router())
         .fallback(not_found)
+        // A path served with another method: Google's 404 as a google.rpc.Status, never
+        // axum's bare 405.
+        .method_not_allowed_fallback(not_found)
         .layer(axum::middleware::from_fn(catch_panics))
         .layer(tower_http::cors::CorsLayer::permissive())
         .with_state(state)
@@ -232,6 +239,21 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 
     let state = build_state(&config, &base_url, backend).await?;
     let app = router(state.clone());
+    // Keys deleted longer ago than the undelete window are purged: at start, then hourly.
+    {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
+            loop {
+                every.tick().await;
+                match controlplane::apikeys::purge_expired_keys(&state).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(purged = n, "purged deleted API keys"),
+                    Err(e) => tracing::warn!(error = %e, "purging deleted API keys failed"),
+                }
+            }
+        });
+    }
     tracing::info!(%base_url, data_dir = %config.data_dir.display(), "keyplane is ready");
     {
         use std::io::Write;
@@ -239,9 +261,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         writeln!(out, "keyplane listening on {base_url}")?;
         out.flush()?;
     }
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    // The peer address reaches handlers (server IP restrictions read it).
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
     Ok(())
 }
 

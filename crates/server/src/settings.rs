@@ -1,5 +1,6 @@
 //! The optional TOML configuration file: model aliases and local-backend settings.
 
+use keyplane_auth::restrictions::IpNet;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -13,6 +14,10 @@ pub struct Settings {
     /// Alias -> model id (`gemini-2.5-flash = "smollm2-135m-instruct"`).
     pub aliases: BTreeMap<String, String>,
     pub local: LocalSettings,
+    /// Peers whose `X-Forwarded-For` is believed (addresses or CIDR ranges), for server IP
+    /// restrictions behind a reverse proxy. Empty: the socket's peer is the caller. The
+    /// environment variable `KEYPLANE_TRUSTED_PROXIES` (comma-separated) replaces it.
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -50,12 +55,28 @@ impl Default for Settings {
         Settings {
             aliases,
             local: LocalSettings::default(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
 
 impl Settings {
     pub fn load(path: Option<&Path>) -> anyhow::Result<Settings> {
+        let mut settings = Self::load_file(path)?;
+        if let Some(list) = std::env::var_os("KEYPLANE_TRUSTED_PROXIES") {
+            let list = list.to_string_lossy();
+            settings.trusted_proxies = list
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| s.parse::<IpNet>())
+                .collect::<Result<_, _>>()
+                .map_err(|e| anyhow::anyhow!("KEYPLANE_TRUSTED_PROXIES: {e}"))?;
+        }
+        Ok(settings)
+    }
+
+    fn load_file(path: Option<&Path>) -> anyhow::Result<Settings> {
         let Some(path) = path else {
             return Ok(Settings::default());
         };

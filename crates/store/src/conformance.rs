@@ -32,7 +32,10 @@
 //!
 //! Requires the `conformance` feature.
 
-use crate::{PageRequest, Store, StoreError};
+mod iam_policy_cases;
+pub use iam_policy_cases::{concurrent_iam_policy_writes, iam_policies};
+
+use crate::{OrgPolicyRecord, PageRequest, Store, StoreError};
 use keyplane_core::{
     AccessToken, AndroidApplication, AndroidKeyRestrictions, ApiKey, ApiTarget,
     BrowserKeyRestrictions, IosKeyRestrictions, Organization, Project, ProjectState, Restrictions,
@@ -89,6 +92,8 @@ macro_rules! conformance_tests {
             service_account_keys,
             access_tokens,
             invalid_page_tokens,
+            iam_policies,
+            org_policies,
         );
 
         $crate::conformance_tests!(@concurrent $fixture;
@@ -96,6 +101,7 @@ macro_rules! conformance_tests {
             concurrent_key_creation,
             concurrent_creates_race,
             concurrent_etag_updates,
+            concurrent_iam_policy_writes,
         );
     };
     (@cases $fixture:expr; $($case:ident),* $(,)?) => {
@@ -1094,6 +1100,89 @@ pub async fn access_tokens<S: Store>(s: &S) {
             .unwrap(),
         2
     );
+}
+
+/// A policy on `resource` for `constraint`, updated `n` seconds after [`t0`].
+pub fn org_policy(resource: &str, constraint: &str, n: i64) -> OrgPolicyRecord {
+    OrgPolicyRecord {
+        resource: resource.to_owned(),
+        constraint: constraint.to_owned(),
+        spec: format!(r#"{{"rules":[{{"enforce":{}}}]}}"#, n % 2 == 0),
+        dry_run_spec: None,
+        etag: format!("CL{n}"),
+        update_time: t0() + secs(n),
+    }
+}
+
+pub async fn org_policies<S: Store>(s: &S) {
+    const C1: &str = "iam.managed.disableServiceAccountApiKeyCreation";
+    const C2: &str = "iam.managed.disableServiceAccountKeyCreation";
+    let org = "organizations/1234";
+    let proj = "projects/5678";
+    assert_err!(s.org_policy(org, C1).await, StoreError::NotFound);
+    assert!(s.list_org_policies(org).await.unwrap().is_empty());
+
+    let a = org_policy(org, C1, 1);
+    let mut b = org_policy(org, C2, 2);
+    b.dry_run_spec = Some(r#"{"rules":[{"enforce":true}]}"#.into());
+    let c = org_policy(proj, C1, 3);
+    for p in [&b, &a, &c] {
+        s.create_org_policy(p).await.unwrap();
+    }
+    assert_eq!(s.org_policy(org, C1).await.unwrap(), a);
+    assert_eq!(s.org_policy(org, C2).await.unwrap(), b);
+    assert_eq!(s.org_policy(proj, C1).await.unwrap(), c);
+    // Ordered by constraint, and only the resource's own.
+    assert_eq!(
+        s.list_org_policies(org).await.unwrap(),
+        vec![a.clone(), b.clone()]
+    );
+    assert_eq!(s.list_org_policies(proj).await.unwrap(), vec![c.clone()]);
+    assert_err!(
+        s.create_org_policy(&org_policy(org, C1, 9)).await,
+        StoreError::AlreadyExists(_)
+    );
+    assert_eq!(s.org_policy(org, C1).await.unwrap(), a);
+
+    // Compare-and-swap updates.
+    let mut a2 = org_policy(org, C1, 4);
+    a2.dry_run_spec = Some("null".into());
+    assert_err!(
+        s.update_org_policy(&a2, "stale").await,
+        StoreError::EtagMismatch
+    );
+    assert_eq!(s.org_policy(org, C1).await.unwrap(), a);
+    s.update_org_policy(&a2, &a.etag).await.unwrap();
+    assert_eq!(s.org_policy(org, C1).await.unwrap(), a2);
+    assert_err!(
+        s.update_org_policy(&org_policy(proj, C2, 5), "CL5").await,
+        StoreError::NotFound
+    );
+    // Clearing the dry-run spec.
+    let mut b2 = b.clone();
+    b2.dry_run_spec = None;
+    b2.etag = "CL6".into();
+    s.update_org_policy(&b2, &b.etag).await.unwrap();
+    assert_eq!(s.org_policy(org, C2).await.unwrap(), b2);
+
+    // Deletes: etag-checked when asked, NotFound when absent.
+    assert_err!(
+        s.delete_org_policy(org, C1, Some("stale")).await,
+        StoreError::EtagMismatch
+    );
+    assert_eq!(s.org_policy(org, C1).await.unwrap(), a2);
+    s.delete_org_policy(org, C1, Some(&a2.etag)).await.unwrap();
+    assert_err!(s.org_policy(org, C1).await, StoreError::NotFound);
+    assert_err!(
+        s.delete_org_policy(org, C1, None).await,
+        StoreError::NotFound
+    );
+    s.delete_org_policy(org, C2, None).await.unwrap();
+    assert!(s.list_org_policies(org).await.unwrap().is_empty());
+    // The project's policy is untouched, and a deleted policy can be set again.
+    assert_eq!(s.org_policy(proj, C1).await.unwrap(), c);
+    s.create_org_policy(&a).await.unwrap();
+    assert_eq!(s.org_policy(org, C1).await.unwrap(), a);
 }
 
 pub async fn invalid_page_tokens<S: Store>(s: &S) {

@@ -8,6 +8,7 @@
 //! ciphertexts arrive here), authorization decisions.
 
 use async_trait::async_trait;
+use keyplane_core::iam::Policy;
 use keyplane_core::{
     AccessToken, ApiKey, Organization, Project, ServiceAccount, ServiceAccountKey, ServiceState,
     StoredOperation,
@@ -141,6 +142,68 @@ pub trait IdentityStore: Send + Sync {
     async fn purge_expired_tokens(&self, now: OffsetDateTime) -> Result<u64>;
 }
 
+/// An organization policy as stored: the policy one resource sets for one constraint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrgPolicyRecord {
+    /// `organizations/{number}` or `projects/{number}`.
+    pub resource: String,
+    /// The constraint's name without `constraints/`
+    /// (`iam.managed.disableServiceAccountApiKeyCreation`).
+    pub constraint: String,
+    /// The Org Policy v2 `PolicySpec` as JSON text, written and read by the server only
+    /// (`null` when the policy has a dry-run spec only).
+    pub spec: String,
+    /// The dry-run `PolicySpec` JSON, if any.
+    pub dry_run_spec: Option<String>,
+    pub etag: String,
+    pub update_time: OffsetDateTime,
+}
+
+/// Organization policies (Org Policy v2), on organizations and projects.
+#[async_trait]
+pub trait OrgPolicyStore: Send + Sync {
+    /// `NotFound` when the resource sets no policy for the constraint.
+    async fn org_policy(&self, resource: &str, constraint: &str) -> Result<OrgPolicyRecord>;
+    /// The policies a resource sets, ordered by constraint name.
+    async fn list_org_policies(&self, resource: &str) -> Result<Vec<OrgPolicyRecord>>;
+    /// `AlreadyExists` if the resource already sets a policy for the constraint.
+    async fn create_org_policy(&self, policy: &OrgPolicyRecord) -> Result<()>;
+    /// Replaces the spec, dry-run spec, etag and update time when the stored etag equals
+    /// `expected_etag` (`EtagMismatch` otherwise, `NotFound` when there is no policy).
+    async fn update_org_policy(&self, policy: &OrgPolicyRecord, expected_etag: &str)
+        -> Result<()>;
+    /// Removes a policy; with `expected_etag`, only if the stored etag equals it.
+    async fn delete_org_policy(
+        &self,
+        resource: &str,
+        constraint: &str,
+        expected_etag: Option<&str>,
+    ) -> Result<()>;
+}
+
+/// IAM allow policies on `organizations/{number}` and `projects/{number}` (always the
+/// project number, never its id). Each stored policy carries its etag.
+#[async_trait]
+pub trait PolicyStore: Send + Sync {
+    /// The policy set on `resource`; `None` when none was ever set.
+    async fn iam_policy(&self, resource: &str) -> Result<Option<Policy>>;
+    /// Writes `policy` (with its new etag) on `resource` when the stored policy's etag is
+    /// `expected_etag`, or, with `None`, when no policy is stored yet. Otherwise
+    /// `EtagMismatch`, and nothing is written.
+    async fn put_iam_policy(
+        &self,
+        resource: &str,
+        policy: &Policy,
+        expected_etag: Option<&str>,
+    ) -> Result<()>;
+}
+
 /// Everything the server needs.
-pub trait Store: MetaStore + ProjectStore + KeyStore + IdentityStore {}
-impl<T: MetaStore + ProjectStore + KeyStore + IdentityStore> Store for T {}
+pub trait Store:
+    MetaStore + ProjectStore + KeyStore + IdentityStore + OrgPolicyStore + PolicyStore
+{
+}
+impl<T: MetaStore + ProjectStore + KeyStore + IdentityStore + OrgPolicyStore + PolicyStore> Store
+    for T
+{
+}

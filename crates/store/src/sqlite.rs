@@ -18,7 +18,8 @@
 use crate::codec::{from_json, from_micros, micros, micros_opt, to_json};
 use crate::page::{into_page, key_cursor, page_size, project_cursor, Cursor};
 use crate::{
-    IdentityStore, KeyStore, MetaStore, Page, PageRequest, ProjectStore, Result, StoreError,
+    IdentityStore, KeyStore, MetaStore, OrgPolicyRecord, OrgPolicyStore, Page, PageRequest,
+    ProjectStore, Result, StoreError,
 };
 use async_trait::async_trait;
 use keyplane_core::{
@@ -34,6 +35,8 @@ use sqlx::Row;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use time::OffsetDateTime;
+
+mod iam_policies;
 
 /// The schema, compiled into the binary.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -977,5 +980,131 @@ impl IdentityStore for SqliteStore {
             .await
             .map_err(|e| internal("purge_expired_tokens", e))?;
         Ok(done.rows_affected())
+    }
+}
+
+// === OrgPolicyStore ===
+
+macro_rules! org_policy_columns {
+    () => {
+        "resource, constraint_name, spec, dry_run_spec, etag, update_time"
+    };
+}
+
+fn org_policy_from_row(row: &SqliteRow) -> Result<OrgPolicyRecord> {
+    Ok(OrgPolicyRecord {
+        resource: col(row, "resource")?,
+        constraint: col(row, "constraint_name")?,
+        spec: col(row, "spec")?,
+        dry_run_spec: col(row, "dry_run_spec")?,
+        etag: col(row, "etag")?,
+        update_time: time_col(row, "update_time")?,
+    })
+}
+
+#[async_trait]
+impl OrgPolicyStore for SqliteStore {
+    async fn org_policy(&self, resource: &str, constraint: &str) -> Result<OrgPolicyRecord> {
+        let row = sqlx::query(concat!(
+            "select ",
+            org_policy_columns!(),
+            " from org_policies where resource = $1 and constraint_name = $2"
+        ))
+        .bind(resource)
+        .bind(constraint)
+        .fetch_optional(&self.read)
+        .await
+        .map_err(|e| internal("org_policy", e))?
+        .ok_or(StoreError::NotFound)?;
+        org_policy_from_row(&row)
+    }
+
+    async fn list_org_policies(&self, resource: &str) -> Result<Vec<OrgPolicyRecord>> {
+        let rows = sqlx::query(concat!(
+            "select ",
+            org_policy_columns!(),
+            " from org_policies where resource = $1 order by constraint_name"
+        ))
+        .bind(resource)
+        .fetch_all(&self.read)
+        .await
+        .map_err(|e| internal("list_org_policies", e))?;
+        collect(&rows, org_policy_from_row)
+    }
+
+    async fn create_org_policy(&self, p: &OrgPolicyRecord) -> Result<()> {
+        sqlx::query(concat!(
+            "insert into org_policies (",
+            org_policy_columns!(),
+            ") values ($1, $2, $3, $4, $5, $6)"
+        ))
+        .bind(&p.resource)
+        .bind(&p.constraint)
+        .bind(&p.spec)
+        .bind(p.dry_run_spec.as_deref())
+        .bind(&p.etag)
+        .bind(micros(p.update_time))
+        .execute(&self.write)
+        .await
+        .map_err(|e| match violation(&e) {
+            Some(Violation::Unique(_)) => {
+                StoreError::AlreadyExists(format!("{}/policies/{}", p.resource, p.constraint))
+            }
+            _ => internal("create_org_policy", e),
+        })?;
+        Ok(())
+    }
+
+    async fn update_org_policy(&self, p: &OrgPolicyRecord, expected_etag: &str) -> Result<()> {
+        let done = sqlx::query(
+            "update org_policies set spec = $1, dry_run_spec = $2, etag = $3, update_time = $4 \
+             where resource = $5 and constraint_name = $6 and etag = $7",
+        )
+        .bind(&p.spec)
+        .bind(p.dry_run_spec.as_deref())
+        .bind(&p.etag)
+        .bind(micros(p.update_time))
+        .bind(&p.resource)
+        .bind(&p.constraint)
+        .bind(expected_etag)
+        .execute(&self.write)
+        .await
+        .map_err(|e| internal("update_org_policy", e))?;
+        if done.rows_affected() == 0 {
+            let exists = sqlx::query(
+                "select 1 from org_policies where resource = $1 and constraint_name = $2",
+            )
+            .bind(&p.resource)
+            .bind(&p.constraint);
+            return Err(missing_or_stale(&self.write, exists).await);
+        }
+        Ok(())
+    }
+
+    async fn delete_org_policy(
+        &self,
+        resource: &str,
+        constraint: &str,
+        expected_etag: Option<&str>,
+    ) -> Result<()> {
+        let done = sqlx::query(
+            "delete from org_policies where resource = $1 and constraint_name = $2 \
+             and ($3 is null or etag = $3)",
+        )
+        .bind(resource)
+        .bind(constraint)
+        .bind(expected_etag)
+        .execute(&self.write)
+        .await
+        .map_err(|e| internal("delete_org_policy", e))?;
+        if done.rows_affected() == 0 {
+            let exists = sqlx::query(
+                "select 1 from org_policies where resource = $1 and constraint_name = $2",
+            )
+            .bind(resource)
+            .bind(constraint);
+            return Err(missing_or_stale(&self.write, exists).await);
+        }
+        Ok(())
     }
 }

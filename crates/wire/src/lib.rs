@@ -16,6 +16,7 @@ pub mod cloud;
 mod de;
 pub mod error;
 pub mod gemini;
+pub mod iam;
 mod json;
 
 pub use error::{ApiError, Code, Detail};

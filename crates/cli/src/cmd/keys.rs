@@ -2,7 +2,7 @@
 //! does for a new user: it uses the project named "Default Gemini Project", or makes one
 //! (`gen-lang-client-` + 10 digits) with the Generative Language API enabled.
 
-use crate::args::{KeysCommand, LookupArgs};
+use crate::args::{KeysCommand, KeysUpdateArgs, LookupArgs};
 use crate::cmd::projects::number;
 use crate::context::Ctx;
 use crate::output::{self, date, fields, project_label, Table};
@@ -68,6 +68,7 @@ pub async fn run(ctx: &Ctx, cmd: KeysCommand) -> anyhow::Result<()> {
             output::line(&format!("Restored key {}.", key.name))?;
             Ok(())
         }
+        KeysCommand::Update(args) => update(ctx, &cp, args).await,
         KeysCommand::Lookup(LookupArgs { key_string }) => {
             let found = cp.lookup_key(key_string.trim()).await?;
             if ctx.json() {
@@ -132,6 +133,84 @@ async fn create(
         output::line("Store this key string safely now: it is shown only once. Anyone who has it can use the Gemini API as this project.")?;
     }
     Ok(())
+}
+
+/// `keys update`: only the named fields change (an update mask of exactly those).
+async fn update(ctx: &Ctx, cp: &ControlPlane, args: KeysUpdateArgs) -> anyhow::Result<()> {
+    let (body, mask) = update_request(&args)?;
+    let key = cp.update_key(&args.name, &body, &mask).await?;
+    if ctx.json() {
+        return output::json(&key);
+    }
+    let project = project_of(cp, &key).await;
+    output::line(&format!("Updated key {}.", key.name))?;
+    output::out(&describe(&key, &project))?;
+    Ok(())
+}
+
+/// The partial key and the update mask `keys update` sends.
+fn update_request(
+    args: &KeysUpdateArgs,
+) -> anyhow::Result<(serde_json::Value, Vec<&'static str>)> {
+    use serde_json::{json, Map, Value};
+    let mut key = Map::new();
+    let mut restrictions = Map::new();
+    let mut mask = Vec::new();
+    if let Some(d) = &args.display_name {
+        key.insert("displayName".into(), Value::String(d.clone()));
+        mask.push("displayName");
+    }
+    if args.clear_restrictions {
+        mask.push("restrictions");
+    }
+    if !args.allowed_ips.is_empty() {
+        restrictions.insert(
+            "serverKeyRestrictions".into(),
+            json!({ "allowedIps": args.allowed_ips }),
+        );
+        mask.push("restrictions.serverKeyRestrictions");
+    }
+    if !args.allowed_referrers.is_empty() {
+        restrictions.insert(
+            "browserKeyRestrictions".into(),
+            json!({ "allowedReferrers": args.allowed_referrers }),
+        );
+        mask.push("restrictions.browserKeyRestrictions");
+    }
+    if !args.api_target.is_empty() {
+        let mut targets = Vec::new();
+        for t in &args.api_target {
+            let (service, methods) = match t.split_once(':') {
+                Some((s, m)) => (
+                    s.trim(),
+                    m.split(',')
+                        .map(str::trim)
+                        .filter(|m| !m.is_empty())
+                        .collect::<Vec<_>>(),
+                ),
+                None => (t.trim(), Vec::new()),
+            };
+            anyhow::ensure!(
+                !service.is_empty(),
+                "--api-target needs a service name, e.g. generativelanguage.googleapis.com"
+            );
+            let mut target = json!({ "service": service });
+            if !methods.is_empty() {
+                target["methods"] = json!(methods);
+            }
+            targets.push(target);
+        }
+        restrictions.insert("apiTargets".into(), Value::Array(targets));
+        mask.push("restrictions.apiTargets");
+    }
+    anyhow::ensure!(
+        !mask.is_empty(),
+        "nothing to update: give --display-name, --allowed-ips, --allowed-referrers, --api-target or --clear-restrictions"
+    );
+    if !restrictions.is_empty() {
+        key.insert("restrictions".into(), Value::Object(restrictions));
+    }
+    Ok((Value::Object(key), mask))
 }
 
 /// The active project named "Default Gemini Project", made (with the Generative Language

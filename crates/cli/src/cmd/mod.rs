@@ -1,9 +1,12 @@
 //! One module per command group; `run` dispatches.
 
 mod generate;
+pub(crate) mod iam;
 mod keys;
+pub(crate) mod org_policies;
 mod projects;
 mod serve;
+pub(crate) mod service_accounts;
 mod services;
 
 use crate::args::{Cli, Command};
@@ -16,6 +19,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Projects(c) => projects::run(&ctx, c).await,
         Command::Services(c) => services::run(&ctx, c).await,
         Command::Keys(c) => keys::run(&ctx, c).await,
+        Command::Iam(c) => service_accounts::run(&ctx, c).await,
+        Command::OrgPolicies(c) => org_policies::run(&ctx, c).await,
+        Command::Organizations(c) => iam::run_organizations(&ctx, c).await,
         Command::Generate(args) => generate::run(&ctx, args).await,
     }
 }

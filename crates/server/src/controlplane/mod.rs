@@ -2,16 +2,16 @@
 //! Usage v1. One module per API; each exports `router()`.
 
 pub mod apikeys;
+pub mod iam;
+pub mod iampolicy;
 pub mod operations;
+pub mod orgpolicy;
 pub mod projects;
 pub mod serviceusage;
 
-use keyplane_core::Project;
 use keyplane_store::StoreError;
 use keyplane_wire::ApiError;
 use serde::Deserialize;
-
-use crate::app::AppState;
 
 /// Store failures as clients see them: internal errors never show their cause.
 pub fn store_error(e: StoreError) -> ApiError {
@@ -34,27 +34,8 @@ pub fn denied(permission: &str, resource: &str) -> ApiError {
     ApiError::iam_permission_denied(permission, resource)
 }
 
-/// Finds a project by number or id. Unknown projects answer 403 with `permission` (as
-/// Google does) rather than 404.
-pub async fn resolve_project(
-    state: &AppState,
-    id_or_number: &str,
-    permission: &str,
-    service_host: &str,
-) -> Result<Project, ApiError> {
-    let found = match id_or_number.parse::<i64>() {
-        Ok(n) => state.store.project_by_number(n).await,
-        Err(_) => state.store.project_by_id(id_or_number).await,
-    };
-    match found {
-        Ok(p) => Ok(p),
-        Err(StoreError::NotFound) => Err(denied(
-            permission,
-            &format!("//{service_host}/projects/{id_or_number}"),
-        )),
-        Err(e) => Err(store_error(e)),
-    }
-}
+// A project the caller names is found and authorized in one step by
+// `crate::authz::project` (unknown and forbidden projects answer alike).
 
 /// System parameters every Google API accepts, plus the list parameters.
 #[derive(Debug, Default, Deserialize)]

@@ -10,7 +10,7 @@ use keyplane_wire::cloud::{self, ListServicesResponse, Operation, Service};
 use keyplane_wire::{parse_json_body_or_default, ApiError, Code, Detail};
 use serde_json::Value;
 
-use super::{operations, resolve_project, split_verb, store_error, ListParams, ProjectsRest};
+use super::{operations, split_verb, store_error, ListParams, ProjectsRest};
 use crate::app::AppState;
 use crate::identity::Caller;
 
@@ -92,7 +92,7 @@ fn operation(project: &Project, service: &str, type_url: &str, response: Value) 
 
 async fn post_dispatch(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     ProjectsRest(rest): ProjectsRest,
     body: Bytes,
 ) -> Result<Json<Operation>, ApiError> {
@@ -106,7 +106,7 @@ async fn post_dispatch(
         "disable" => "serviceusage.services.disable",
         _ => "serviceusage.services.enable",
     };
-    let project = resolve_project(&state, project_ref, permission, HOST).await?;
+    let project = crate::authz::project(&state, &caller, permission, project_ref).await?;
     let op = match (verb, service) {
         ("enable", Some(service)) => {
             let title = title_of(service)?;
@@ -174,7 +174,7 @@ async fn post_dispatch(
 
 async fn get_dispatch(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     ProjectsRest(rest): ProjectsRest,
     Query(params): Query<ListParams>,
 ) -> Result<Json<Value>, ApiError> {
@@ -184,7 +184,8 @@ async fn get_dispatch(
     }
     match segments.as_slice() {
         [p, s] if s == "services" => {
-            let project = resolve_project(&state, p, "serviceusage.services.list", HOST).await?;
+            let project =
+                crate::authz::project(&state, &caller, "serviceusage.services.list", p).await?;
             let stored = state
                 .store
                 .list_services(project.number)
@@ -218,7 +219,8 @@ async fn get_dispatch(
                 .map_err(ApiError::internal_from)
         }
         [p, s, name] if s == "services" => {
-            let project = resolve_project(&state, p, "serviceusage.services.get", HOST).await?;
+            let project =
+                crate::authz::project(&state, &caller, "serviceusage.services.get", p).await?;
             let title = title_of(name)?;
             let enabled = is_enabled(&state, project.number, name).await?;
             serde_json::to_value(Service::new(project.number, name, title, enabled))
@@ -231,10 +233,10 @@ async fn get_dispatch(
 
 async fn get_operation(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Path(rest): Path<String>,
 ) -> Result<Json<Operation>, ApiError> {
-    Ok(Json(
-        operations::get(&state, &format!("operations/{rest}")).await?,
-    ))
+    let name = format!("operations/{rest}");
+    crate::authz::require_operation(&state, &caller, &name).await?;
+    Ok(Json(operations::get(&state, &name).await?))
 }

@@ -1,0 +1,234 @@
+//! Who may call the data plane: the credential, the key snapshot's decision and the key's
+//! restrictions, in DESIGN.md's order. Everything here reads the in-memory snapshot; only
+//! a Bearer token's cache miss reaches the store.
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap};
+use keyplane_auth::restrictions::{self, CallerAddress, Client, Denied};
+use keyplane_auth::snapshot::KeyDenied;
+use keyplane_auth::KeyEntry;
+use keyplane_core::{services, PlainKey};
+use keyplane_wire::ApiError;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use super::{api_version, Params};
+use crate::app::AppState;
+
+/// What authorization reads from a request: headers, query, the socket peer, the path's
+/// API version. An extractor, so handlers never assemble it by hand.
+#[derive(Debug, Clone)]
+pub struct DataRequest {
+    pub headers: HeaderMap,
+    pub params: Params,
+    /// The TCP peer (`None` when the server was not started with connect info).
+    pub peer: Option<IpAddr>,
+    /// `v1beta`, `v1`, … as the path says.
+    pub version: &'static str,
+    pub path: String,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for DataRequest {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        Ok(DataRequest {
+            headers: parts.headers.clone(),
+            params: Params::parse(parts.uri.query()),
+            peer,
+            version: api_version(parts.uri.path()),
+            path: parts.uri.path().to_owned(),
+        })
+    }
+}
+
+impl DataRequest {
+    fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).trim().to_owned())
+            .filter(|s| !s.is_empty())
+    }
+
+    /// The caller's address: the peer, or X-Forwarded-For behind a trusted proxy.
+    fn client_address(&self, trusted: &[restrictions::IpNet]) -> CallerAddress {
+        let forwarded: Vec<String> = self
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect();
+        let forwarded: Vec<&str> = forwarded.iter().map(String::as_str).collect();
+        restrictions::client_address(self.peer, &forwarded, trusted)
+    }
+}
+
+/// The call being authorized: the API (service name) and the full RPC method name that
+/// `apiTargets` and `API_KEY_SERVICE_BLOCKED` speak of.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub service: &'static str,
+    pub method: String,
+}
+
+impl Target {
+    /// A Gemini API method: `google.ai.generativelanguage.{v}.{Service}.{Method}`.
+    pub fn gemini(version: &str, interface: &str, method: &str) -> Target {
+        Target {
+            service: services::GENERATIVE_LANGUAGE,
+            method: format!("google.ai.generativelanguage.{version}.{interface}.{method}"),
+        }
+    }
+
+    /// The Gemini RPC behind a `models/{id}:{verb}` POST.
+    pub fn gemini_verb(version: &str, verb: &str) -> Target {
+        let interface = match verb {
+            "predict" | "predictLongRunning" => "PredictionService",
+            _ => "GenerativeService",
+        };
+        Self::gemini(version, interface, &super::upper_camel(verb))
+    }
+
+    /// A Vertex AI method: `google.cloud.aiplatform.{v}.PredictionService.{Method}`.
+    pub fn vertex(version: &str, verb: &str) -> Target {
+        Target {
+            service: services::AIPLATFORM,
+            method: format!(
+                "google.cloud.aiplatform.{version}.PredictionService.{}",
+                super::upper_camel(verb)
+            ),
+        }
+    }
+}
+
+/// Who is calling the data plane, once authorized.
+#[derive(Debug, Clone)]
+pub struct DataCaller {
+    /// The consumer project (the key's project, or the service account's).
+    pub project_number: i64,
+    /// The key used, when the credential was an API key.
+    pub key: Option<Arc<KeyEntry>>,
+}
+
+fn service_disabled(service: &str, project_number: i64) -> ApiError {
+    ApiError::service_disabled(
+        service,
+        services::service_title(service).unwrap_or(service),
+        project_number,
+    )
+}
+
+/// The credential check every data-plane call makes first.
+pub async fn authorize(
+    state: &AppState,
+    req: &DataRequest,
+    target: &Target,
+) -> Result<DataCaller, ApiError> {
+    let service = target.service;
+    let header_key = req
+        .headers
+        .get("x-goog-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|s| !s.is_empty());
+    if let Some(key) = header_key.or_else(|| req.params.get("key")) {
+        let plain = PlainKey::from_caller(key);
+        if !plain.is_well_formed() {
+            return Err(ApiError::api_key_invalid(service));
+        }
+        let hash = state.secret.lookup_hash(&plain);
+        let permit = match state.snapshot.check_key(&hash, service) {
+            Ok(permit) => permit,
+            Err(KeyDenied::Invalid) => return Err(ApiError::api_key_invalid(service)),
+            Err(KeyDenied::ServiceDisabled { project_number }) => {
+                return Err(service_disabled(service, project_number))
+            }
+        };
+        check_restrictions(state, req, target, &permit.key)?;
+        return Ok(DataCaller {
+            project_number: permit.key.project_number,
+            key: Some(permit.key),
+        });
+    }
+    let bearer = req
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim().to_owned())
+        .filter(|t| !t.is_empty());
+    if let Some(token) = bearer {
+        // A service-account token: the account's own project is the consumer.
+        let caller = state.caller_from_bearer(&token).await?;
+        let email = caller
+            .principal
+            .strip_prefix("serviceAccount:")
+            .ok_or_else(ApiError::no_credentials)?;
+        let sa = state
+            .store
+            .service_account(email)
+            .await
+            .map_err(|_| ApiError::no_credentials())?;
+        if !state.snapshot.service_enabled(sa.project_number, service) {
+            return Err(service_disabled(service, sa.project_number));
+        }
+        return Ok(DataCaller {
+            project_number: sa.project_number,
+            key: None,
+        });
+    }
+    Err(ApiError::no_credentials())
+}
+
+/// The key's restrictions against this request: API targets, then the client restriction.
+fn check_restrictions(
+    state: &AppState,
+    req: &DataRequest,
+    target: &Target,
+    key: &KeyEntry,
+) -> Result<(), ApiError> {
+    let r = &key.restrictions;
+    let unrestricted = r.api_targets.is_empty()
+        && r.server_key_restrictions.is_none()
+        && r.browser_key_restrictions.is_none()
+        && r.android_key_restrictions.is_none()
+        && r.ios_key_restrictions.is_none();
+    if unrestricted {
+        return Ok(());
+    }
+    let referrer = req.header(header::REFERER.as_str());
+    let android_package = req.header("x-android-package");
+    let android_cert = req.header("x-android-cert");
+    let ios_bundle_id = req.header("x-ios-bundle-identifier");
+    let client = Client {
+        address: if r.server_key_restrictions.is_some() {
+            req.client_address(&state.settings.trusted_proxies)
+        } else {
+            CallerAddress::default()
+        },
+        referrer: referrer.as_deref(),
+        android_package: android_package.as_deref(),
+        android_cert: android_cert.as_deref(),
+        ios_bundle_id: ios_bundle_id.as_deref(),
+    };
+    let call = restrictions::Call {
+        service: target.service,
+        method: &target.method,
+    };
+    restrictions::check(r, call, &client).map_err(|denied| {
+        let (service, project) = (target.service, key.project_number);
+        match denied {
+            Denied::Service => ApiError::api_key_service_blocked(service, &target.method, project),
+            Denied::Ip(ip) => ApiError::ip_blocked(&ip, service, project),
+            Denied::Referrer(r) => ApiError::referrer_blocked(r.as_deref(), service, project),
+            Denied::Android(p) => ApiError::android_blocked(p.as_deref(), service, project),
+            Denied::Ios(b) => ApiError::ios_blocked(b.as_deref(), service, project),
+        }
+    })
+}

@@ -1,0 +1,126 @@
+//! The data plane: the Gemini API (`/{v}/models…`) and the Vertex AI express path
+//! (`/{v}/publishers/google/models/{model}:verb`), on Google's wire.
+//!
+//! Request path, in DESIGN.md's order ([`access::authorize`]): credential (x-goog-api-key,
+//! else `?key=`, else a Bearer token) -> key lookup (API_KEY_INVALID) -> the called service
+//! enabled in the key's project (SERVICE_DISABLED) -> the key's restrictions: API targets,
+//! then server IPs / browser referrers / Android apps / iOS apps (API_KEY_*_BLOCKED) ->
+//! model routing (404) -> body parsing and validation (400) -> backend ([`generate`]).
+//!
+//! Modules: `access` (who may call), `gemini` and `vertex` (the two URL families),
+//! `generate` (what both answer with: generateContent, the stream, countTokens).
+
+mod access;
+mod gemini;
+mod generate;
+mod vertex;
+
+pub use access::{DataCaller, DataRequest};
+pub use generate::backend_error;
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::Path;
+use axum::http::{Method, Uri};
+use axum::routing::get;
+use axum::Router;
+use keyplane_wire::ApiError;
+use std::collections::HashMap;
+
+use crate::app::AppState;
+
+/// Path versions served; Google's SDKs use all of them depending on their release.
+const VERSIONS: &[&str] = &["v1", "v1beta", "v1alpha", "v1beta1"];
+
+pub fn router() -> Router<AppState> {
+    let mut r = Router::new();
+    for v in VERSIONS {
+        r = r
+            .route(
+                &format!("/{v}/models"),
+                get(gemini::list_models).fallback(no_such_method),
+            )
+            .route(
+                &format!("/{v}/models/{{*rest}}"),
+                get(gemini::get_model)
+                    .post(gemini::post_model)
+                    .fallback(no_such_method),
+            )
+            .route(
+                &format!("/{v}/publishers/{{publisher}}/models/{{*rest}}"),
+                get(vertex::get_model)
+                    .post(vertex::post_model)
+                    .fallback(no_such_method),
+            );
+    }
+    r
+}
+
+/// Any other HTTP method on a data-plane path: Google's 404, as a google.rpc.Status (never
+/// axum's empty 405).
+async fn no_such_method(method: Method, uri: Uri) -> ApiError {
+    ApiError::not_found(format!(
+        "The requested URL {} was not found on this server ({method} is not served here).",
+        uri.path()
+    ))
+}
+
+/// A path segment that does not decode (invalid percent-encoding or UTF-8) is a URL this
+/// server does not have: a google.rpc.Status 404, not axum's plain-text rejection.
+fn path_or_404<T>(path: Result<Path<T>, PathRejection>, uri_path: &str) -> Result<T, ApiError> {
+    path.map(|Path(p)| p).map_err(|_| {
+        ApiError::not_found(format!(
+            "The requested URL {uri_path} was not found on this server."
+        ))
+    })
+}
+
+/// Query parameters the data plane reads (the rest, e.g. `$alt`, `prettyPrint`, is ignored).
+#[derive(Debug, Default, Clone)]
+pub struct Params(HashMap<String, String>);
+
+impl Params {
+    pub fn parse(raw: Option<&str>) -> Params {
+        let pairs: Vec<(String, String)> =
+            serde_urlencoded::from_str(raw.unwrap_or_default()).unwrap_or_default();
+        Params(pairs.into_iter().collect())
+    }
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .get(name)
+            .map(String::as_str)
+            .filter(|s| !s.is_empty())
+    }
+}
+
+/// The API version a path starts with (`/v1beta/...` -> `v1beta`).
+fn api_version(uri_path: &str) -> &'static str {
+    let first = uri_path
+        .trim_start_matches('/')
+        .split('/')
+        .next()
+        .unwrap_or("");
+    VERSIONS
+        .iter()
+        .find(|v| **v == first)
+        .copied()
+        .unwrap_or("v1beta")
+}
+
+/// `models/{id}` or `{id}`, with an optional `:method` (`%3A` accepted for the colon).
+fn split_model(rest: &str) -> (String, Option<String>) {
+    let rest = rest.replace("%3A", ":").replace("%3a", ":");
+    let rest = rest.strip_prefix("models/").unwrap_or(&rest).to_owned();
+    match rest.split_once(':') {
+        Some((id, method)) => (id.to_owned(), Some(method.to_owned())),
+        None => (rest, None),
+    }
+}
+
+/// `generateContent` -> `GenerateContent`.
+fn upper_camel(verb: &str) -> String {
+    let mut chars = verb.chars();
+    match chars.next() {
+        Some(c) => c.to_ascii_uppercase().to_string() + chars.as_str(),
+        None => String::new(),
+    }
+}

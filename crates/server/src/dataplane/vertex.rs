@@ -1,0 +1,138 @@
+//! Vertex AI express mode: `POST /{v}/publishers/google/models/{model}:generateContent`,
+//! `:streamGenerateContent` and `:countTokens`, with an API key (`x-goog-api-key` or
+//! `?key=`), as google-genai sends it with `vertexai=True, api_key=…` (gemini-api.md §12).
+//!
+//! The called service is aiplatform.googleapis.com: it must be enabled in the key's
+//! project (else SERVICE_DISABLED naming it) and pass the key's API targets. Models are
+//! routed as on the Gemini path and answered with the same GenerateContentResponse JSON.
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::Bytes;
+use keyplane_wire::gemini::GenerateContentRequest;
+use keyplane_wire::{parse_json_body, ApiError};
+use serde_json::{json, Value};
+
+use super::access::{authorize, DataRequest, Target};
+use super::{generate, path_or_404, split_model};
+use crate::app::AppState;
+
+/// Google's own publisher; the only one served.
+const GOOGLE: &str = "google";
+
+/// Vertex's 404 for a publisher model it does not serve.
+fn publisher_model_not_found(project_number: i64, publisher: &str, id: &str) -> ApiError {
+    ApiError::not_found(format!(
+        "Publisher Model `projects/{project_number}/locations/global/publishers/{publisher}/models/{id}` \
+         was not found or your project does not have access to it. Please ensure you are using a \
+         valid model version. For more information, see: \
+         https://cloud.google.com/vertex-ai/generative-ai/docs/learn/model-versions"
+    ))
+}
+
+/// `GET /{v}/publishers/google/models/{model}`: a minimal `PublisherModel`.
+pub async fn get_model(
+    State(state): State<AppState>,
+    req: DataRequest,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let (publisher, rest) = path_or_404(path, &req.path)?;
+    let target = Target {
+        service: keyplane_core::services::AIPLATFORM,
+        method: format!(
+            "google.cloud.aiplatform.{}.ModelGardenService.GetPublisherModel",
+            req.version
+        ),
+    };
+    let caller = authorize(&state, &req, &target).await?;
+    let (id, method) = split_model(&rest);
+    if let Some(method) = method {
+        return Err(ApiError::not_found(format!(
+            "Method '{method}' is not supported with GET; use POST {}.",
+            req.path
+        )));
+    }
+    if publisher != GOOGLE || state.models.get(&id).is_none() {
+        return Err(publisher_model_not_found(
+            caller.project_number,
+            &publisher,
+            &id,
+        ));
+    }
+    Ok(Json(json!({
+        "name": format!("publishers/{publisher}/models/{id}"),
+        "versionId": "001",
+        "openSourceCategory": "PROPRIETARY",
+        "launchStage": "GA",
+    })))
+}
+
+pub async fn post_model(
+    State(state): State<AppState>,
+    req: DataRequest,
+    path: Result<Path<(String, String)>, PathRejection>,
+    body: Bytes,
+) -> Response {
+    let (publisher, rest) = match path_or_404(path, &req.path) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    match post_model_inner(&state, &req, &publisher, &rest, &body).await {
+        Ok(resp) => resp,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn post_model_inner(
+    state: &AppState,
+    req: &DataRequest,
+    publisher: &str,
+    rest: &str,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let (id, method) = split_model(rest);
+    let verb = method.as_deref().unwrap_or("predict");
+    let target = Target::vertex(req.version, verb);
+    let caller = authorize(state, req, &target).await?;
+    let Some(method) = method else {
+        return Err(ApiError::not_found(format!(
+            "The requested URL {} was not found on this server (POST needs a method, e.g. :generateContent).",
+            req.path
+        )));
+    };
+    match method.as_str() {
+        "generateContent" | "streamGenerateContent" | "countTokens" => {}
+        "embedContent" | "predict" | "rawPredict" | "streamRawPredict" | "computeTokens" => {
+            return Err(publisher_model_not_found(
+                caller.project_number,
+                publisher,
+                &id,
+            ))
+        }
+        _ => {
+            return Err(ApiError::not_found(format!(
+                "The requested URL {} was not found on this server.",
+                req.path
+            )))
+        }
+    }
+    let m = match state.models.get(&id) {
+        Some(m) if publisher == GOOGLE => m.clone(),
+        _ => {
+            return Err(publisher_model_not_found(
+                caller.project_number,
+                publisher,
+                &id,
+            ))
+        }
+    };
+    // Vertex's countTokens takes the generateContent fields at the top level.
+    let gen: GenerateContentRequest = parse_json_body(body)?;
+    match method.as_str() {
+        "generateContent" => generate::generate_content(&m, &gen).await,
+        "streamGenerateContent" => generate::stream_generate_content(&m, &gen, &req.params).await,
+        _ => generate::count_tokens(&m, &gen).await,
+    }
+}
