@@ -246,7 +246,11 @@ pub struct KeysUpdateArgs {
     pub allowed_referrers: Vec<String>,
     /// Allow only this API, optionally only these methods: SERVICE[:METHOD,...]
     /// (repeatable; replaces the key's API targets)
-    #[arg(long, value_name = "SERVICE[:METHODS]", conflicts_with = "clear_restrictions")]
+    #[arg(
+        long,
+        value_name = "SERVICE[:METHODS]",
+        conflicts_with = "clear_restrictions"
+    )]
     pub api_target: Vec<String>,
     /// Remove every restriction
     #[arg(long)]

@@ -941,3 +941,28 @@ async fn cli_service_accounts_and_keys() {
     );
     assert!(out.contains("iam.serviceAccountKeys.create"), "{out}");
 }
+
+#[tokio::test]
+async fn a_recreated_account_does_not_inherit_old_tokens() {
+    let ctx = server().ctx().await;
+    let project = unique_project_id("iam-again");
+    ctx.create_project(&project).await;
+    let account_id = unique_account_id("again");
+    let sa = create_account(&ctx, &project, &account_id).await;
+    let email = sa["email"].as_str().unwrap().to_owned();
+    let (_, creds) = create_key(&ctx, &project, &email).await;
+    let grant = ctx
+        .grant(&creds.assertion(&creds.claims(GOOGLE_TOKEN_URI)))
+        .await;
+    let old_token = grant.ok()["access_token"].as_str().unwrap().to_owned();
+    let path = format!("/v1/projects/{project}/serviceAccounts/{email}");
+    ctx.delete(&path).await.ok();
+    let again = create_account(&ctx, &project, &account_id).await;
+    assert_ne!(
+        again["uniqueId"], sa["uniqueId"],
+        "a new account gets a new unique id"
+    );
+    get_as(&ctx, &old_token, &format!("/v3/projects/{project}"))
+        .await
+        .err(401, "UNAUTHENTICATED");
+}

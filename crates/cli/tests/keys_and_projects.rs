@@ -95,9 +95,15 @@ async fn key_update_with_masks_and_etags() {
     )
     .await;
     let key = key_op(&r);
-    assert!(key.get("keyString").is_none(), "no key string in an update: {key}");
+    assert!(
+        key.get("keyString").is_none(),
+        "no key string in an update: {key}"
+    );
     assert_eq!(key["displayName"], "renamed");
-    assert!(key.get("annotations").is_none(), "annotations not in the mask: {key}");
+    assert!(
+        key.get("annotations").is_none(),
+        "annotations not in the mask: {key}"
+    );
     assert_eq!(
         key["restrictions"]["serverKeyRestrictions"]["allowedIps"],
         json!(["127.0.0.1", "10.0.0.0/8", "2001:db8::/32"])
@@ -129,7 +135,14 @@ async fn key_update_with_masks_and_etags() {
     assert_eq!(key["displayName"], "implied");
     assert_eq!(key["annotations"], json!({"team": "a"}));
     // `*`: every mutable field, absent ones cleared.
-    let key = key_op(&patch(&ctx, &format!("{path}?updateMask=*"), &json!({"displayName": "star"})).await);
+    let key = key_op(
+        &patch(
+            &ctx,
+            &format!("{path}?updateMask=*"),
+            &json!({"displayName": "star"}),
+        )
+        .await,
+    );
     assert_eq!(key["displayName"], "star");
     assert!(key.get("annotations").is_none(), "{key}");
     assert!(key.get("restrictions").is_none(), "{key}");
@@ -209,7 +222,12 @@ async fn key_update_with_masks_and_etags() {
         soft.check(|| assert_eq!(now, stored, "{} changed the key", r.describe()));
     }
     // The immutable-field message names the field as Google does.
-    let r = patch(&ctx, &format!("{path}?updateMask=serviceAccountEmail"), &json!({})).await;
+    let r = patch(
+        &ctx,
+        &format!("{path}?updateMask=serviceAccountEmail"),
+        &json!({}),
+    )
+    .await;
     soft.check(|| {
         let e = r.err(400, "INVALID_ARGUMENT");
         assert!(
@@ -223,11 +241,19 @@ async fn key_update_with_masks_and_etags() {
     });
     // Unknown key, unknown project, a path that is not a key.
     let project_path = format!("/v2/projects/{}/locations/global/keys", k.project_id);
-    let r = patch(&ctx, &format!("{project_path}/no-such-key?updateMask=displayName"), &json!({})).await;
+    let r = patch(
+        &ctx,
+        &format!("{project_path}/no-such-key?updateMask=displayName"),
+        &json!({}),
+    )
+    .await;
     soft.check(|| r.err(404, "NOT_FOUND"));
     let r = patch(
         &ctx,
-        &format!("/v2/projects/{}/locations/global/keys/k?updateMask=displayName", unique_project_id("nope")),
+        &format!(
+            "/v2/projects/{}/locations/global/keys/k?updateMask=displayName",
+            unique_project_id("nope")
+        ),
         &json!({}),
     )
     .await;
@@ -274,7 +300,10 @@ async fn the_data_plane_sees_key_updates_at_once() {
     assert_eq!(key_status(&ctx, &k.key_string).await, (200, None));
 
     // Delete with the etag: it stops at once; undelete: it works again.
-    let etag = ctx.get(&path).await.ok()["etag"].as_str().unwrap().to_owned();
+    let etag = ctx.get(&path).await.ok()["etag"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     ctx.delete(&format!("{path}?etag=W%2F%22stale%22"))
         .await
         .err(409, "ABORTED");
@@ -283,15 +312,22 @@ async fn the_data_plane_sees_key_updates_at_once() {
         &ctx.delete(&format!("{path}?etag={}", urlencode(&etag)))
             .await,
     );
-    assert!(deleted["deleteTime"].as_str().is_some_and(is_rfc3339), "{deleted}");
+    assert!(
+        deleted["deleteTime"].as_str().is_some_and(is_rfc3339),
+        "{deleted}"
+    );
     assert_eq!(
         key_status(&ctx, &k.key_string).await,
         (400, Some("API_KEY_INVALID".into()))
     );
     // A deleted key is not updated.
-    patch(&ctx, &format!("{path}?updateMask=displayName"), &json!({"displayName": "x"}))
-        .await
-        .err(400, "FAILED_PRECONDITION");
+    patch(
+        &ctx,
+        &format!("{path}?updateMask=displayName"),
+        &json!({"displayName": "x"}),
+    )
+    .await
+    .err(400, "FAILED_PRECONDITION");
     key_op(&ctx.post(&format!("{path}:undelete"), &json!({})).await);
     assert_eq!(key_status(&ctx, &k.key_string).await, (200, None));
 }
@@ -349,7 +385,11 @@ print(c.execute("select count(*) from api_keys where project_number = ? and key_
         .arg(key_id)
         .output()
         .expect("run python3");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
 
@@ -364,16 +404,23 @@ async fn undelete_window_then_purge() {
 
     // Deleted 29 days ago: still restorable.
     let a = ctx.create_key(&project_id, Some("key-a")).await;
-    ctx.delete(&key_path(a["name"].as_str().unwrap())).await.ok();
+    ctx.delete(&key_path(a["name"].as_str().unwrap()))
+        .await
+        .ok();
     backdate_deletion(&server, &number, "key-a", 29);
-    key_op(&ctx.post(&format!("{keys}/key-a:undelete"), &json!({})).await);
+    key_op(
+        &ctx.post(&format!("{keys}/key-a:undelete"), &json!({}))
+            .await,
+    );
 
     // Deleted 31 days ago: gone for every caller, even before the purge removes the row.
     let b = ctx.create_key(&project_id, Some("key-b")).await;
     let b_string = b["keyString"].as_str().unwrap().to_owned();
     ctx.delete(&format!("{keys}/key-b")).await.ok();
     backdate_deletion(&server, &number, "key-b", 31);
-    ctx.get(&format!("{keys}/key-b")).await.err(404, "NOT_FOUND");
+    ctx.get(&format!("{keys}/key-b"))
+        .await
+        .err(404, "NOT_FOUND");
     ctx.post(&format!("{keys}/key-b:undelete"), &json!({}))
         .await
         .err(404, "NOT_FOUND");
@@ -393,7 +440,9 @@ async fn undelete_window_then_purge() {
 
     // A restart purges what is past the window; what is within it stays.
     let c = ctx.create_key(&project_id, Some("key-c")).await;
-    ctx.delete(&key_path(c["name"].as_str().unwrap())).await.ok();
+    ctx.delete(&key_path(c["name"].as_str().unwrap()))
+        .await
+        .ok();
     ctx.delete(&format!("{keys}/key-a")).await.ok();
     backdate_deletion(&server, &number, "key-c", 45);
     backdate_deletion(&server, &number, "key-a", 2);
@@ -406,7 +455,10 @@ async fn undelete_window_then_purge() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert_eq!(stored_rows(&server, &number, "key-a"), 1);
-    key_op(&ctx.post(&format!("{keys}/key-a:undelete"), &json!({})).await);
+    key_op(
+        &ctx.post(&format!("{keys}/key-a:undelete"), &json!({}))
+            .await,
+    );
 }
 
 // === Resource Manager v3 ===
@@ -436,7 +488,12 @@ async fn projects_patch_search_delete_undelete() {
     assert_eq!(p["labels"], json!({"env": "dev", "team": "kp"}));
     let p = ctx.get(&path).await.ok();
     assert_eq!(p["displayName"], "Renamed project");
-    let r = patch(&ctx, &format!("{path}?update_mask=labels"), &json!({"labels": {"env": "prod"}})).await;
+    let r = patch(
+        &ctx,
+        &format!("{path}?update_mask=labels"),
+        &json!({"labels": {"env": "prod"}}),
+    )
+    .await;
     assert_eq!(r.ok()["response"]["labels"], json!({"env": "prod"}));
     assert_eq!(ctx.get(&path).await.ok()["displayName"], "Renamed project");
 
@@ -445,7 +502,11 @@ async fn projects_patch_search_delete_undelete() {
     let ids = |v: &Value| -> Vec<String> {
         v["projects"]
             .as_array()
-            .map(|a| a.iter().map(|p| p["projectId"].as_str().unwrap().to_owned()).collect())
+            .map(|a| {
+                a.iter()
+                    .map(|p| p["projectId"].as_str().unwrap().to_owned())
+                    .collect()
+            })
             .unwrap_or_default()
     };
     for (q, hit) in [
@@ -478,7 +539,10 @@ async fn projects_patch_search_delete_undelete() {
             _ => break,
         }
     }
-    assert!(seen.contains(&id) && seen.contains(&"keyplane-admin".to_owned()), "{seen:?}");
+    assert!(
+        seen.contains(&id) && seen.contains(&"keyplane-admin".to_owned()),
+        "{seen:?}"
+    );
     let mut unique = seen.clone();
     unique.sort();
     unique.dedup();
@@ -488,16 +552,66 @@ async fn projects_patch_search_delete_undelete() {
     let stored = ctx.get(&path).await.ok();
     let mut soft = Soft::default();
     let cases: Vec<(String, String, u16, &str)> = vec![
-        ("?updateMask=projectId".into(), json!({"projectId": "other-id-123"}).to_string(), 400, "INVALID_ARGUMENT"),
-        ("?updateMask=parent".into(), json!({"parent": "organizations/1"}).to_string(), 400, "INVALID_ARGUMENT"),
-        ("?updateMask=name".into(), json!({}).to_string(), 400, "INVALID_ARGUMENT"),
-        ("?updateMask=foo".into(), json!({}).to_string(), 400, "INVALID_ARGUMENT"),
-        ("?updateMask=displayName".into(), json!({"displayName": "abc"}).to_string(), 400, "INVALID_ARGUMENT"),
-        ("?updateMask=displayName".into(), json!({"displayName": "semi;colon"}).to_string(), 400, "INVALID_ARGUMENT"),
-        ("?updateMask=labels".into(), json!({"labels": {"Env": "x"}}).to_string(), 400, "INVALID_ARGUMENT"),
-        ("?updateMask=labels".into(), json!({"labels": {"env": "UPPER"}}).to_string(), 400, "INVALID_ARGUMENT"),
-        ("?updateMask=displayName".into(), json!({"displayName": "Fine name", "etag": "W/\"stale\""}).to_string(), 409, "ABORTED"),
-        ("".into(), json!({"displayName": "Fine name", "bogus": true}).to_string(), 400, "INVALID_ARGUMENT"),
+        (
+            "?updateMask=projectId".into(),
+            json!({"projectId": "other-id-123"}).to_string(),
+            400,
+            "INVALID_ARGUMENT",
+        ),
+        (
+            "?updateMask=parent".into(),
+            json!({"parent": "organizations/1"}).to_string(),
+            400,
+            "INVALID_ARGUMENT",
+        ),
+        (
+            "?updateMask=name".into(),
+            json!({}).to_string(),
+            400,
+            "INVALID_ARGUMENT",
+        ),
+        (
+            "?updateMask=foo".into(),
+            json!({}).to_string(),
+            400,
+            "INVALID_ARGUMENT",
+        ),
+        (
+            "?updateMask=displayName".into(),
+            json!({"displayName": "abc"}).to_string(),
+            400,
+            "INVALID_ARGUMENT",
+        ),
+        (
+            "?updateMask=displayName".into(),
+            json!({"displayName": "semi;colon"}).to_string(),
+            400,
+            "INVALID_ARGUMENT",
+        ),
+        (
+            "?updateMask=labels".into(),
+            json!({"labels": {"Env": "x"}}).to_string(),
+            400,
+            "INVALID_ARGUMENT",
+        ),
+        (
+            "?updateMask=labels".into(),
+            json!({"labels": {"env": "UPPER"}}).to_string(),
+            400,
+            "INVALID_ARGUMENT",
+        ),
+        (
+            "?updateMask=displayName".into(),
+            json!({"displayName": "Fine name", "etag": "W/\"stale\""}).to_string(),
+            409,
+            "ABORTED",
+        ),
+        (
+            "".into(),
+            json!({"displayName": "Fine name", "bogus": true}).to_string(),
+            400,
+            "INVALID_ARGUMENT",
+        ),
         ("".into(), "not json".into(), 400, "INVALID_ARGUMENT"),
     ];
     for (query, body, code, status) in &cases {
@@ -525,7 +639,9 @@ async fn projects_patch_search_delete_undelete() {
         r.describe()
     );
     assert_eq!(op["response"]["state"], "DELETE_REQUESTED");
-    assert!(op["response"]["deleteTime"].as_str().is_some_and(is_rfc3339));
+    assert!(op["response"]["deleteTime"]
+        .as_str()
+        .is_some_and(is_rfc3339));
     let p = ctx.get(&path).await.ok();
     assert_eq!(p["state"], "DELETE_REQUESTED");
     assert_eq!(
@@ -534,17 +650,35 @@ async fn projects_patch_search_delete_undelete() {
     );
     let listed = ctx.get("/v3/projects").await.ok().to_string();
     assert!(!listed.contains(&format!("\"{id}\"")), "hidden from list");
-    let listed = ctx.get("/v3/projects?showDeleted=true&pageSize=1000").await.ok().to_string();
-    assert!(listed.contains(&format!("\"{id}\"")), "listed with showDeleted");
-    assert!(ids(&ctx.get(&search(&format!("id:{id} state:DELETE_REQUESTED"))).await.ok()).contains(&id));
+    let listed = ctx
+        .get("/v3/projects?showDeleted=true&pageSize=1000")
+        .await
+        .ok()
+        .to_string();
+    assert!(
+        listed.contains(&format!("\"{id}\"")),
+        "listed with showDeleted"
+    );
+    assert!(ids(&ctx
+        .get(&search(&format!("id:{id} state:DELETE_REQUESTED")))
+        .await
+        .ok())
+    .contains(&id));
     // Nothing changes in a project pending deletion.
     ctx.delete(&path).await.err(400, "FAILED_PRECONDITION");
-    patch(&ctx, &format!("{path}?updateMask=displayName"), &json!({"displayName": "Nope nope"}))
-        .await
-        .err(400, "FAILED_PRECONDITION");
-    ctx.post(&format!("/v2/projects/{id}/locations/global/keys"), &json!({}))
-        .await
-        .err(400, "FAILED_PRECONDITION");
+    patch(
+        &ctx,
+        &format!("{path}?updateMask=displayName"),
+        &json!({"displayName": "Nope nope"}),
+    )
+    .await
+    .err(400, "FAILED_PRECONDITION");
+    ctx.post(
+        &format!("/v2/projects/{id}/locations/global/keys"),
+        &json!({}),
+    )
+    .await
+    .err(400, "FAILED_PRECONDITION");
 
     // Undelete: ACTIVE again, the keys work again.
     let r = ctx.post(&format!("{path}:undelete"), &json!({})).await;
@@ -587,7 +721,10 @@ async fn organization(ctx: &Ctx) -> String {
 /// Adds `role` for `member` to the organization's IAM policy.
 async fn grant_on_organization(ctx: &Ctx, org: &str, role: &str, member: &str) {
     for _ in 0..5 {
-        let mut policy = ctx.post(&format!("/v3/{org}:getIamPolicy"), &json!({})).await.ok();
+        let mut policy = ctx
+            .post(&format!("/v3/{org}:getIamPolicy"), &json!({}))
+            .await
+            .ok();
         let bindings = policy["bindings"].as_array_mut().expect("bindings");
         match bindings.iter_mut().find(|b| b["role"] == role) {
             Some(b) => {
@@ -599,7 +736,10 @@ async fn grant_on_organization(ctx: &Ctx, org: &str, role: &str, member: &str) {
             None => bindings.push(json!({"role": role, "members": [member]})),
         }
         let r = ctx
-            .post(&format!("/v3/{org}:setIamPolicy"), &json!({"policy": policy}))
+            .post(
+                &format!("/v3/{org}:setIamPolicy"),
+                &json!({"policy": policy}),
+            )
             .await;
         if r.status == 200 {
             return;
@@ -675,17 +815,35 @@ async fn org_policy_gates_keys_bound_to_service_accounts() {
         .err_reason(403, "PERMISSION_DENIED", "IAM_PERMISSION_DENIED");
 
     // A fresh installation enforces the constraint on its organization.
-    let p = ctx.get(&format!("/v2/{org}/policies/{CONSTRAINT}")).await.ok();
+    let p = ctx
+        .get(&format!("/v2/{org}/policies/{CONSTRAINT}"))
+        .await
+        .ok();
     assert_eq!(p["name"], format!("{org}/policies/{CONSTRAINT}"));
     assert_eq!(enforce_of(&p), true, "{p}");
     assert!(p["etag"].as_str().is_some_and(|e| !e.is_empty()), "{p}");
-    assert!(p["spec"]["updateTime"].as_str().is_some_and(is_rfc3339), "{p}");
-    let eff = ctx.get(&format!("{policy_path}:getEffectivePolicy")).await.ok();
-    assert_eq!(eff["name"], policy_name, "responses name the project by number");
+    assert!(
+        p["spec"]["updateTime"].as_str().is_some_and(is_rfc3339),
+        "{p}"
+    );
+    let eff = ctx
+        .get(&format!("{policy_path}:getEffectivePolicy"))
+        .await
+        .ok();
+    assert_eq!(
+        eff["name"], policy_name,
+        "responses name the project by number"
+    );
     assert_eq!(enforce_of(&eff), true, "{eff}");
-    assert!(eff.get("etag").is_none() && eff["spec"].get("etag").is_none(), "{eff}");
+    assert!(
+        eff.get("etag").is_none() && eff["spec"].get("etag").is_none(),
+        "{eff}"
+    );
     ctx.get(&policy_path).await.err(404, "NOT_FOUND");
-    let constraints = ctx.get(&format!("/v2/projects/{project_id}/constraints")).await.ok();
+    let constraints = ctx
+        .get(&format!("/v2/projects/{project_id}/constraints"))
+        .await
+        .ok();
     assert_eq!(
         constraints["constraints"][0]["name"],
         format!("projects/{number}/constraints/{CONSTRAINT}")
@@ -720,8 +878,14 @@ async fn org_policy_gates_keys_bound_to_service_accounts() {
         .find(|d| d["@type"] == "type.googleapis.com/google.rpc.PreconditionFailure")
         .unwrap_or_else(|| panic!("no PreconditionFailure: {op}"))
         .clone();
-    assert_eq!(violation["violations"][0]["type"], format!("constraints/{CONSTRAINT}"));
-    assert_eq!(violation["violations"][0]["subject"], format!("projects/{number}"));
+    assert_eq!(
+        violation["violations"][0]["type"],
+        format!("constraints/{CONSTRAINT}")
+    );
+    assert_eq!(
+        violation["violations"][0]["subject"],
+        format!("projects/{number}")
+    );
     // The failed operation is stored like any other.
     let polled = ctx
         .get(&format!("/v2/{}", op["name"].as_str().unwrap()))
@@ -746,19 +910,84 @@ async fn org_policy_gates_keys_bound_to_service_accounts() {
     let mut soft = Soft::default();
     let name = format!("projects/{project_id}/policies/{CONSTRAINT}");
     for (body, code, status, field) in [
-        (json!({"name": name, "spec": {"rules": [{"allowAll": true}]}}), 400, "INVALID_ARGUMENT", "policy.spec.rules[0]"),
-        (json!({"name": name, "spec": {"rules": [{"enforce": true}, {"enforce": false}]}}), 400, "INVALID_ARGUMENT", "policy.spec.rules"),
-        (json!({"name": name, "spec": {"rules": [{"enforce": true}], "inheritFromParent": true}}), 400, "INVALID_ARGUMENT", "policy.spec.inherit_from_parent"),
-        (json!({"name": name, "spec": {"rules": [{"enforce": true}], "reset": true}}), 400, "INVALID_ARGUMENT", "policy.spec.rules"),
-        (json!({"name": name, "spec": {"rules": [{}]}}), 400, "INVALID_ARGUMENT", "policy.spec.rules[0].enforce"),
-        (json!({"name": name, "spec": {}}), 400, "INVALID_ARGUMENT", "policy.spec.rules"),
-        (json!({"name": name, "dryRunSpec": {"rules": [{"denyAll": true}]}}), 400, "INVALID_ARGUMENT", "policy.dry_run_spec.rules[0]"),
-        (json!({"name": name, "alternate": {"spec": {}}}), 400, "INVALID_ARGUMENT", "policy.alternate"),
-        (json!({"spec": {"rules": [{"enforce": false}]}}), 400, "INVALID_ARGUMENT", "policy.name"),
-        (json!({"name": format!("projects/other-project/policies/{CONSTRAINT}"), "spec": {"rules": [{"enforce": false}]}}), 400, "INVALID_ARGUMENT", "policy.name"),
-        (json!({"name": name, "spec": {"rules": [{"enforce": "maybe"}]}}), 400, "INVALID_ARGUMENT", "spec.rules[0].enforce"),
-        (json!({"name": name, "spec": {"rules": [{"enforce": false}]}, "bogus": 1}), 400, "INVALID_ARGUMENT", ""),
-        (json!({"name": format!("projects/{project_id}/policies/compute.disableSerialPortAccess"), "spec": {"rules": [{"enforce": true}]}}), 404, "NOT_FOUND", ""),
+        (
+            json!({"name": name, "spec": {"rules": [{"allowAll": true}]}}),
+            400,
+            "INVALID_ARGUMENT",
+            "policy.spec.rules[0]",
+        ),
+        (
+            json!({"name": name, "spec": {"rules": [{"enforce": true}, {"enforce": false}]}}),
+            400,
+            "INVALID_ARGUMENT",
+            "policy.spec.rules",
+        ),
+        (
+            json!({"name": name, "spec": {"rules": [{"enforce": true}], "inheritFromParent": true}}),
+            400,
+            "INVALID_ARGUMENT",
+            "policy.spec.inherit_from_parent",
+        ),
+        (
+            json!({"name": name, "spec": {"rules": [{"enforce": true}], "reset": true}}),
+            400,
+            "INVALID_ARGUMENT",
+            "policy.spec.rules",
+        ),
+        (
+            json!({"name": name, "spec": {"rules": [{}]}}),
+            400,
+            "INVALID_ARGUMENT",
+            "policy.spec.rules[0].enforce",
+        ),
+        (
+            json!({"name": name, "spec": {}}),
+            400,
+            "INVALID_ARGUMENT",
+            "policy.spec.rules",
+        ),
+        (
+            json!({"name": name, "dryRunSpec": {"rules": [{"denyAll": true}]}}),
+            400,
+            "INVALID_ARGUMENT",
+            "policy.dry_run_spec.rules[0]",
+        ),
+        (
+            json!({"name": name, "alternate": {"spec": {}}}),
+            400,
+            "INVALID_ARGUMENT",
+            "policy.alternate",
+        ),
+        (
+            json!({"spec": {"rules": [{"enforce": false}]}}),
+            400,
+            "INVALID_ARGUMENT",
+            "policy.name",
+        ),
+        (
+            json!({"name": format!("projects/other-project/policies/{CONSTRAINT}"), "spec": {"rules": [{"enforce": false}]}}),
+            400,
+            "INVALID_ARGUMENT",
+            "policy.name",
+        ),
+        (
+            json!({"name": name, "spec": {"rules": [{"enforce": "maybe"}]}}),
+            400,
+            "INVALID_ARGUMENT",
+            "spec.rules[0].enforce",
+        ),
+        (
+            json!({"name": name, "spec": {"rules": [{"enforce": false}]}, "bogus": 1}),
+            400,
+            "INVALID_ARGUMENT",
+            "",
+        ),
+        (
+            json!({"name": format!("projects/{project_id}/policies/compute.disableSerialPortAccess"), "spec": {"rules": [{"enforce": true}]}}),
+            404,
+            "NOT_FOUND",
+            "",
+        ),
     ] {
         let r = ctx.post(&policies, &body).await;
         soft.check(|| {
@@ -785,11 +1014,16 @@ async fn org_policy_gates_keys_bound_to_service_accounts() {
         ctx.get(&policies).await.ok(),
         json!({"policies": [created.clone()]})
     );
-    let eff = ctx.get(&format!("{policy_path}:getEffectivePolicy")).await.ok();
+    let eff = ctx
+        .get(&format!("{policy_path}:getEffectivePolicy"))
+        .await
+        .ok();
     assert_eq!(enforce_of(&eff), false, "{eff}");
     // The organization's own effective policy is unchanged.
     let org_eff = ctx
-        .get(&format!("/v2/{org}/policies/{CONSTRAINT}:getEffectivePolicy"))
+        .get(&format!(
+            "/v2/{org}/policies/{CONSTRAINT}:getEffectivePolicy"
+        ))
         .await
         .ok();
     assert_eq!(enforce_of(&org_eff), true, "{org_eff}");
@@ -799,7 +1033,10 @@ async fn org_policy_gates_keys_bound_to_service_accounts() {
     let bound = op["response"].clone();
     assert_eq!(bound["serviceAccountEmail"], email.as_str());
     let bound_path = key_path(bound["name"].as_str().unwrap());
-    assert_eq!(ctx.get(&bound_path).await.ok()["serviceAccountEmail"], email.as_str());
+    assert_eq!(
+        ctx.get(&bound_path).await.ok()["serviceAccountEmail"],
+        email.as_str()
+    );
     // Only accounts of the key's own project, and only existing ones.
     for other in [
         "owner@keyplane-admin.iam.gserviceaccount.com".to_owned(),
@@ -813,15 +1050,33 @@ async fn org_policy_gates_keys_bound_to_service_accounts() {
             )
             .await;
         let e = r.err(400, "INVALID_ARGUMENT");
-        assert_eq!(bad_field(&e), "key.service_account_email", "{}", r.describe());
+        assert_eq!(
+            bad_field(&e),
+            "key.service_account_email",
+            "{}",
+            r.describe()
+        );
     }
     // The binding never changes, whatever the policy.
-    patch(&ctx, &format!("{bound_path}?updateMask=serviceAccountEmail"), &json!({"serviceAccountEmail": email}))
-        .await
-        .err_reason(400, "INVALID_ARGUMENT", "APIKEYS_UPDATE_MASK_CONTAINS_IMMUTABLE_FIELDS");
+    patch(
+        &ctx,
+        &format!("{bound_path}?updateMask=serviceAccountEmail"),
+        &json!({"serviceAccountEmail": email}),
+    )
+    .await
+    .err_reason(
+        400,
+        "INVALID_ARGUMENT",
+        "APIKEYS_UPDATE_MASK_CONTAINS_IMMUTABLE_FIELDS",
+    );
     // Echoing the binding back unchanged (read-modify-write without a mask) is fine.
     let echoed = key_op(
-        &patch(&ctx, &bound_path, &json!({"displayName": "still bound", "serviceAccountEmail": email})).await,
+        &patch(
+            &ctx,
+            &bound_path,
+            &json!({"displayName": "still bound", "serviceAccountEmail": email}),
+        )
+        .await,
     );
     assert_eq!(echoed["serviceAccountEmail"], email.as_str());
     // Binding a key that has none, without a mask: immutable while allowed.
@@ -829,23 +1084,54 @@ async fn org_policy_gates_keys_bound_to_service_accounts() {
     let plain_path = key_path(plain["name"].as_str().unwrap());
     patch(&ctx, &plain_path, &json!({"serviceAccountEmail": email}))
         .await
-        .err_reason(400, "INVALID_ARGUMENT", "APIKEYS_UPDATE_MASK_CONTAINS_IMMUTABLE_FIELDS");
+        .err_reason(
+            400,
+            "INVALID_ARGUMENT",
+            "APIKEYS_UPDATE_MASK_CONTAINS_IMMUTABLE_FIELDS",
+        );
 
     // Patch: stale etag, bad mask, mismatched name: errors and nothing changes.
     let mut soft = Soft::default();
     for (query, body, code, status) in [
-        ("", json!({"etag": "stale", "spec": {"rules": [{"enforce": true}]}}), 409, "ABORTED"),
-        ("?updateMask=name", json!({"spec": {"rules": [{"enforce": true}]}}), 400, "INVALID_ARGUMENT"),
-        ("?updateMask=spec.rules", json!({"spec": {"rules": [{"enforce": true}]}}), 400, "INVALID_ARGUMENT"),
-        ("", json!({"name": format!("projects/{project_id}/policies/other.constraint"), "spec": {"rules": [{"enforce": true}]}}), 400, "INVALID_ARGUMENT"),
-        ("", json!({"spec": {"rules": [{"enforce": true, "values": {"allowedValues": ["x"]}}]}}), 400, "INVALID_ARGUMENT"),
+        (
+            "",
+            json!({"etag": "stale", "spec": {"rules": [{"enforce": true}]}}),
+            409,
+            "ABORTED",
+        ),
+        (
+            "?updateMask=name",
+            json!({"spec": {"rules": [{"enforce": true}]}}),
+            400,
+            "INVALID_ARGUMENT",
+        ),
+        (
+            "?updateMask=spec.rules",
+            json!({"spec": {"rules": [{"enforce": true}]}}),
+            400,
+            "INVALID_ARGUMENT",
+        ),
+        (
+            "",
+            json!({"name": format!("projects/{project_id}/policies/other.constraint"), "spec": {"rules": [{"enforce": true}]}}),
+            400,
+            "INVALID_ARGUMENT",
+        ),
+        (
+            "",
+            json!({"spec": {"rules": [{"enforce": true, "values": {"allowedValues": ["x"]}}]}}),
+            400,
+            "INVALID_ARGUMENT",
+        ),
     ] {
         let r = patch(&ctx, &format!("{policy_path}{query}"), &body).await;
         soft.check(|| r.err(code, status));
         let now = ctx.get(&policy_path).await.ok();
         soft.check(|| assert_eq!(now, created, "{} changed the policy", r.describe()));
     }
-    ctx.delete(&format!("{policy_path}?etag=stale")).await.err(409, "ABORTED");
+    ctx.delete(&format!("{policy_path}?etag=stale"))
+        .await
+        .err(409, "ABORTED");
     soft.finish();
     assert_eq!(ctx.get(&policy_path).await.ok(), created);
 
@@ -859,13 +1145,24 @@ async fn org_policy_gates_keys_bound_to_service_accounts() {
     let updated = r.ok();
     assert_eq!(enforce_of(&updated), true, "{}", r.describe());
     assert_ne!(updated["etag"], created["etag"]);
-    assert_eq!(create_bound_key(&ctx, &project_id, &email).await["error"]["code"], 9);
+    assert_eq!(
+        create_bound_key(&ctx, &project_id, &email).await["error"]["code"],
+        9
+    );
     let r = patch(&ctx, &plain_path, &json!({"serviceAccountEmail": email})).await;
     let op = r.ok();
     assert_eq!(op["error"]["code"], 9, "{}", r.describe());
-    assert!(ctx.get(&plain_path).await.ok().get("serviceAccountEmail").is_none());
+    assert!(ctx
+        .get(&plain_path)
+        .await
+        .ok()
+        .get("serviceAccountEmail")
+        .is_none());
     // Not retroactive: the key bound earlier keeps its binding.
-    assert_eq!(ctx.get(&bound_path).await.ok()["serviceAccountEmail"], email.as_str());
+    assert_eq!(
+        ctx.get(&bound_path).await.ok()["serviceAccountEmail"],
+        email.as_str()
+    );
 
     // dryRunSpec is kept; a mask of dryRunSpec leaves spec alone.
     let r = patch(
@@ -878,59 +1175,147 @@ async fn org_policy_gates_keys_bound_to_service_accounts() {
     assert_eq!(enforce_of(&with_dry_run), true, "{}", r.describe());
     assert_eq!(with_dry_run["dryRunSpec"]["rules"][0]["enforce"], false);
     // `reset`: the constraint's default (not enforced) regardless of the organization.
-    let reset = patch(&ctx, &policy_path, &json!({"spec": {"reset": true}})).await.ok();
+    let reset = patch(&ctx, &policy_path, &json!({"spec": {"reset": true}}))
+        .await
+        .ok();
     assert_eq!(reset["spec"]["reset"], true, "{reset}");
-    let eff = ctx.get(&format!("{policy_path}:getEffectivePolicy")).await.ok();
+    let eff = ctx
+        .get(&format!("{policy_path}:getEffectivePolicy"))
+        .await
+        .ok();
     assert_eq!(enforce_of(&eff), false, "{eff}");
 
     // The CLI: describe, enforce, stop enforcing, delete.
     let s = server();
-    let shown = cli_json(s, &["org-policies", "describe", CONSTRAINT, "--project", &project_id, "--effective"]);
+    let shown = cli_json(
+        s,
+        &[
+            "org-policies",
+            "describe",
+            CONSTRAINT,
+            "--project",
+            &project_id,
+            "--effective",
+        ],
+    );
     assert_eq!(enforce_of(&shown), false, "{shown}");
-    cli_ok(s, &["org-policies", "enable-enforce", CONSTRAINT, "--project", &project_id]);
+    cli_ok(
+        s,
+        &[
+            "org-policies",
+            "enable-enforce",
+            CONSTRAINT,
+            "--project",
+            &project_id,
+        ],
+    );
     assert_eq!(enforce_of(&ctx.get(&policy_path).await.ok()), true);
-    let text = cli_ok(s, &["org-policies", "describe", &format!("constraints/{CONSTRAINT}"), "--project", &project_id]);
-    assert!(text.contains("enforced:") && text.contains("true"), "{text}");
-    cli_ok(s, &["org-policies", "disable-enforce", CONSTRAINT, "--project", &project_id]);
+    let text = cli_ok(
+        s,
+        &[
+            "org-policies",
+            "describe",
+            &format!("constraints/{CONSTRAINT}"),
+            "--project",
+            &project_id,
+        ],
+    );
+    assert!(
+        text.contains("enforced:") && text.contains("true"),
+        "{text}"
+    );
+    cli_ok(
+        s,
+        &[
+            "org-policies",
+            "disable-enforce",
+            CONSTRAINT,
+            "--project",
+            &project_id,
+        ],
+    );
     assert_eq!(
-        enforce_of(&ctx.get(&format!("{policy_path}:getEffectivePolicy")).await.ok()),
+        enforce_of(
+            &ctx.get(&format!("{policy_path}:getEffectivePolicy"))
+                .await
+                .ok()
+        ),
         false
     );
     let org_shown = cli_json(s, &["org-policies", "describe", CONSTRAINT]);
     assert_eq!(org_shown["name"], format!("{org}/policies/{CONSTRAINT}"));
-    cli_ok(s, &["org-policies", "delete", CONSTRAINT, "--project", &project_id]);
+    cli_ok(
+        s,
+        &[
+            "org-policies",
+            "delete",
+            CONSTRAINT,
+            "--project",
+            &project_id,
+        ],
+    );
     ctx.get(&policy_path).await.err(404, "NOT_FOUND");
     ctx.delete(&policy_path).await.err(404, "NOT_FOUND");
-    patch(&ctx, &policy_path, &json!({"spec": {"rules": [{"enforce": true}]}}))
-        .await
-        .err(404, "NOT_FOUND");
+    patch(
+        &ctx,
+        &policy_path,
+        &json!({"spec": {"rules": [{"enforce": true}]}}),
+    )
+    .await
+    .err(404, "NOT_FOUND");
     // Back to the organization's policy.
-    let eff = ctx.get(&format!("{policy_path}:getEffectivePolicy")).await.ok();
+    let eff = ctx
+        .get(&format!("{policy_path}:getEffectivePolicy"))
+        .await
+        .ok();
     assert_eq!(enforce_of(&eff), true, "{eff}");
-    let out = cli(s, &["org-policies", "describe", CONSTRAINT, "--project", &project_id]);
+    let out = cli(
+        s,
+        &[
+            "org-policies",
+            "describe",
+            CONSTRAINT,
+            "--project",
+            &project_id,
+        ],
+    );
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("NOT_FOUND"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("NOT_FOUND"),
+        "{out:?}"
+    );
 
     // Other resources: folders, other organizations, unknown projects are 403; unknown
     // constraints 404; unknown verbs 404.
     for path in [
         format!("/v2/folders/123/policies/{CONSTRAINT}"),
         format!("/v2/organizations/1/policies/{CONSTRAINT}"),
-        format!("/v2/projects/{}/policies/{CONSTRAINT}", unique_project_id("kp-none")),
+        format!(
+            "/v2/projects/{}/policies/{CONSTRAINT}",
+            unique_project_id("kp-none")
+        ),
     ] {
         ctx.get(&path)
             .await
             .err_reason(403, "PERMISSION_DENIED", "IAM_PERMISSION_DENIED");
     }
-    ctx.get(&format!("{policies}/compute.disableSerialPortAccess:getEffectivePolicy"))
+    ctx.get(&format!(
+        "{policies}/compute.disableSerialPortAccess:getEffectivePolicy"
+    ))
+    .await
+    .err(404, "NOT_FOUND");
+    ctx.get(&format!("{policy_path}:frobnicate"))
         .await
         .err(404, "NOT_FOUND");
-    ctx.get(&format!("{policy_path}:frobnicate")).await.err(404, "NOT_FOUND");
 
     // A project pending deletion keeps its policies readable but not writable.
     ctx.delete(&format!("/v3/projects/{project_id}")).await.ok();
-    ctx.post(&policies, &body).await.err(400, "FAILED_PRECONDITION");
-    ctx.get(&format!("{policy_path}:getEffectivePolicy")).await.ok();
+    ctx.post(&policies, &body)
+        .await
+        .err(400, "FAILED_PRECONDITION");
+    ctx.get(&format!("{policy_path}:getEffectivePolicy"))
+        .await
+        .ok();
     ctx.post(&format!("/v3/projects/{project_id}:undelete"), &json!({}))
         .await
         .ok();
@@ -948,11 +1333,17 @@ async fn cli_keys_update_and_project_lifecycle() {
     let key = cli_json(
         s,
         &[
-            "keys", "update", &k.name,
-            "--display-name", "cli renamed",
-            "--allowed-ips", "127.0.0.1,10.0.0.0/8",
-            "--api-target", &format!("{GL}:GenerateContent,ListModels"),
-            "--api-target", "aiplatform.googleapis.com",
+            "keys",
+            "update",
+            &k.name,
+            "--display-name",
+            "cli renamed",
+            "--allowed-ips",
+            "127.0.0.1,10.0.0.0/8",
+            "--api-target",
+            &format!("{GL}:GenerateContent,ListModels"),
+            "--api-target",
+            "aiplatform.googleapis.com",
         ],
     );
     assert_eq!(key["displayName"], "cli renamed", "{key}");
@@ -966,13 +1357,28 @@ async fn cli_keys_update_and_project_lifecycle() {
     );
     assert_eq!(key_status(&ctx, &k.key_string).await, (200, None));
     // Referrers replace the IP restriction (one client restriction per key); targets kept.
-    let key = cli_json(s, &["keys", "update", &k.name, "--allowed-referrers", "*.example.com/*"]);
-    assert!(key["restrictions"].get("serverKeyRestrictions").is_none(), "{key}");
+    let key = cli_json(
+        s,
+        &[
+            "keys",
+            "update",
+            &k.name,
+            "--allowed-referrers",
+            "*.example.com/*",
+        ],
+    );
+    assert!(
+        key["restrictions"].get("serverKeyRestrictions").is_none(),
+        "{key}"
+    );
     assert_eq!(
         key["restrictions"]["browserKeyRestrictions"]["allowedReferrers"],
         json!(["*.example.com/*"])
     );
-    assert_eq!(key["restrictions"]["apiTargets"][1]["service"], "aiplatform.googleapis.com");
+    assert_eq!(
+        key["restrictions"]["apiTargets"][1]["service"],
+        "aiplatform.googleapis.com"
+    );
     assert_eq!(
         key_status(&ctx, &k.key_string).await,
         (403, Some("API_KEY_HTTP_REFERRER_BLOCKED".into()))
@@ -983,25 +1389,64 @@ async fn cli_keys_update_and_project_lifecycle() {
     // Nothing to update, conflicting flags, a bad IP: errors, exit status 1.
     for args in [
         vec!["keys", "update", k.name.as_str()],
-        vec!["keys", "update", k.name.as_str(), "--allowed-ips", "1.2.3.4", "--allowed-referrers", "a.com"],
-        vec!["keys", "update", k.name.as_str(), "--allowed-ips", "1.2.3.999"],
+        vec![
+            "keys",
+            "update",
+            k.name.as_str(),
+            "--allowed-ips",
+            "1.2.3.4",
+            "--allowed-referrers",
+            "a.com",
+        ],
+        vec![
+            "keys",
+            "update",
+            k.name.as_str(),
+            "--allowed-ips",
+            "1.2.3.999",
+        ],
     ] {
         let out = cli(s, &args);
         assert!(!out.status.success(), "{args:?} should fail");
         assert!(!out.stderr.is_empty());
     }
-    assert_eq!(ctx.get(&key_path(&k.name)).await.ok()["displayName"], "cli renamed");
+    assert_eq!(
+        ctx.get(&key_path(&k.name)).await.ok()["displayName"],
+        "cli renamed"
+    );
 
     // Projects: update labels and name, search, delete, undelete.
     let p = cli_json(
         s,
-        &["projects", "update", &id, "--display-name", "CLI project", "--update-labels", "env=dev,team=cli"],
+        &[
+            "projects",
+            "update",
+            &id,
+            "--display-name",
+            "CLI project",
+            "--update-labels",
+            "env=dev,team=cli",
+        ],
     );
     assert_eq!(p["displayName"], "CLI project");
     assert_eq!(p["labels"], json!({"env": "dev", "team": "cli"}));
-    let p = cli_json(s, &["projects", "update", &id, "--remove-labels", "team", "--update-labels", "tier=1"]);
+    let p = cli_json(
+        s,
+        &[
+            "projects",
+            "update",
+            &id,
+            "--remove-labels",
+            "team",
+            "--update-labels",
+            "tier=1",
+        ],
+    );
     assert_eq!(p["labels"], json!({"env": "dev", "tier": "1"}));
-    let found = cli_json(s, &["projects", "search", &format!("id:{id} labels.tier:1")]);
+    let found = cli_json(
+        s,
+        &["projects", "search", &format!("id:{id} labels.tier:1")],
+    );
     assert_eq!(found["projects"][0]["projectId"], id.as_str(), "{found}");
     let text = cli_ok(s, &["projects", "search", &format!("id:{id}")]);
     assert!(text.contains(&id) && text.contains("env=dev"), "{text}");

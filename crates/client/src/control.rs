@@ -548,7 +548,13 @@ impl ControlPlane {
     pub async fn delete_project(&self, project: &str) -> Result<Project, ClientError> {
         let path = format!("/v3/projects/{}", segment(project)?);
         let op: Operation = self
-            .call(Method::DELETE, &path, &[], None, "DELETE /v3/projects/{project}")
+            .call(
+                Method::DELETE,
+                &path,
+                &[],
+                None,
+                "DELETE /v3/projects/{project}",
+            )
             .await?;
         self.wait_for(Api::ResourceManager, op).await
     }
@@ -614,7 +620,13 @@ impl ControlPlane {
                 q.push(("pageToken", t.clone()));
             }
             let page: ListProjectsResponse = self
-                .call(Method::GET, "/v3/projects:search", &q, None, "GET /v3/projects:search")
+                .call(
+                    Method::GET,
+                    "/v3/projects:search",
+                    &q,
+                    None,
+                    "GET /v3/projects:search",
+                )
                 .await?;
             all.extend(page.projects);
             match next_token(page.next_page_token, &token) {
@@ -633,12 +645,22 @@ impl ControlPlane {
         constraint: &str,
         effective: bool,
     ) -> Result<Value, ClientError> {
-        let mut path = format!("/v2/{}/policies/{}", policy_parent(parent)?, segment(constraint)?);
+        let mut path = format!(
+            "/v2/{}/policies/{}",
+            policy_parent(parent)?,
+            segment(constraint)?
+        );
         if effective {
             path.push_str(":getEffectivePolicy");
         }
-        self.call(Method::GET, &path, &[], None, "GET /v2/{parent}/policies/{constraint}")
-            .await
+        self.call(
+            Method::GET,
+            &path,
+            &[],
+            None,
+            "GET /v2/{parent}/policies/{constraint}",
+        )
+        .await
     }
 
     /// Sets the boolean `constraint` on `parent` to `enforce`: updates the policy there, or
@@ -686,10 +708,24 @@ impl ControlPlane {
     }
 
     /// `DELETE /v2/{parent}/policies/{constraint}`: the resource inherits again.
-    pub async fn delete_org_policy(&self, parent: &str, constraint: &str) -> Result<(), ClientError> {
-        let path = format!("/v2/{}/policies/{}", policy_parent(parent)?, segment(constraint)?);
+    pub async fn delete_org_policy(
+        &self,
+        parent: &str,
+        constraint: &str,
+    ) -> Result<(), ClientError> {
+        let path = format!(
+            "/v2/{}/policies/{}",
+            policy_parent(parent)?,
+            segment(constraint)?
+        );
         let _: Value = self
-            .call(Method::DELETE, &path, &[], None, "DELETE /v2/{parent}/policies/{constraint}")
+            .call(
+                Method::DELETE,
+                &path,
+                &[],
+                None,
+                "DELETE /v2/{parent}/policies/{constraint}",
+            )
             .await?;
         Ok(())
     }

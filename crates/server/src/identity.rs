@@ -187,7 +187,11 @@ impl AppState {
             },
         };
         if let Some(email) = record.principal.strip_prefix("serviceAccount:") {
-            self.enabled_account(email).await?;
+            let sa = self.enabled_account(email).await?;
+            // A token minted for an earlier (deleted) account of the same email.
+            if record.expire_time - keyplane_auth::tokens::TOKEN_LIFETIME < sa.create_time {
+                return Err(invalid_credentials("ACCOUNT_STATE_INVALID"));
+            }
         }
         Ok(Caller {
             principal: record.principal,

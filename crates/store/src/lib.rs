@@ -170,8 +170,7 @@ pub trait OrgPolicyStore: Send + Sync {
     async fn create_org_policy(&self, policy: &OrgPolicyRecord) -> Result<()>;
     /// Replaces the spec, dry-run spec, etag and update time when the stored etag equals
     /// `expected_etag` (`EtagMismatch` otherwise, `NotFound` when there is no policy).
-    async fn update_org_policy(&self, policy: &OrgPolicyRecord, expected_etag: &str)
-        -> Result<()>;
+    async fn update_org_policy(&self, policy: &OrgPolicyRecord, expected_etag: &str) -> Result<()>;
     /// Removes a policy; with `expected_etag`, only if the stored etag equals it.
     async fn delete_org_policy(
         &self,

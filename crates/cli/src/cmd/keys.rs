@@ -149,9 +149,7 @@ async fn update(ctx: &Ctx, cp: &ControlPlane, args: KeysUpdateArgs) -> anyhow::R
 }
 
 /// The partial key and the update mask `keys update` sends.
-fn update_request(
-    args: &KeysUpdateArgs,
-) -> anyhow::Result<(serde_json::Value, Vec<&'static str>)> {
+fn update_request(args: &KeysUpdateArgs) -> anyhow::Result<(serde_json::Value, Vec<&'static str>)> {
     use serde_json::{json, Map, Value};
     let mut key = Map::new();
     let mut restrictions = Map::new();

@@ -109,7 +109,11 @@ async fn set(ctx: &Ctx, cp: &ControlPlane, target: &Target, enforce: bool) -> an
     }
     output::line(&format!(
         "{} constraints/{} on {parent}.",
-        if enforce { "Enforced" } else { "Stopped enforcing" },
+        if enforce {
+            "Enforced"
+        } else {
+            "Stopped enforcing"
+        },
         target.constraint()
     ))?;
     Ok(())

@@ -75,7 +75,8 @@ pub async fn run(ctx: &Ctx, cmd: ProjectsCommand) -> anyhow::Result<()> {
             remove_labels,
             clear_labels,
         } => {
-            let labels_change = clear_labels || !update_labels.is_empty() || !remove_labels.is_empty();
+            let labels_change =
+                clear_labels || !update_labels.is_empty() || !remove_labels.is_empty();
             anyhow::ensure!(
                 display_name.is_some() || labels_change,
                 "nothing to update: give --display-name, --update-labels, --remove-labels or --clear-labels"
@@ -96,9 +97,9 @@ pub async fn run(ctx: &Ctx, cmd: ProjectsCommand) -> anyhow::Result<()> {
                     labels.remove(k);
                 }
                 for kv in &update_labels {
-                    let (k, v) = kv
-                        .split_once('=')
-                        .ok_or_else(|| anyhow::anyhow!("--update-labels takes KEY=VALUE, got {kv:?}"))?;
+                    let (k, v) = kv.split_once('=').ok_or_else(|| {
+                        anyhow::anyhow!("--update-labels takes KEY=VALUE, got {kv:?}")
+                    })?;
                     labels.insert(k.to_owned(), serde_json::Value::String(v.to_owned()));
                 }
                 (Some(labels), Some(current.etag))

@@ -129,8 +129,12 @@ async fn project_for(
 }
 
 async fn load_key(state: &AppState, project: &Project, key_id: &str) -> Result<ApiKey, ApiError> {
-    let not_found =
-        || key_not_found(&format!("projects/{}/locations/global/keys/{key_id}", project.number));
+    let not_found = || {
+        key_not_found(&format!(
+            "projects/{}/locations/global/keys/{key_id}",
+            project.number
+        ))
+    };
     let key = state
         .store
         .key(project.number, key_id)
@@ -771,7 +775,10 @@ fn bad_mask(message: String) -> ApiError {
 /// 400 `APIKEYS_UPDATE_MASK_CONTAINS_IMMUTABLE_FIELDS`; `fields` in proto (snake_case) names.
 fn immutable_fields(fields: &[String]) -> ApiError {
     let quoted: Vec<String> = fields.iter().map(|f| format!("\"{f}\"")).collect();
-    let message = format!("Update mask contains immutable field(s) {}", quoted.join(", "));
+    let message = format!(
+        "Update mask contains immutable field(s) {}",
+        quoted.join(", ")
+    );
     ApiError::new(Code::InvalidArgument, message.clone())
         .with_detail(Detail::error_info(
             "APIKEYS_UPDATE_MASK_CONTAINS_IMMUTABLE_FIELDS",
@@ -822,7 +829,12 @@ fn parse_key_mask(mask: &str) -> Result<Vec<KeyField>, ApiError> {
     }
     for raw in raw_paths {
         let segs: Vec<String> = raw.split('.').map(to_camel).collect();
-        let field = match segs.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        let field = match segs
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .as_slice()
+        {
             [head] if IMMUTABLE_KEY_FIELDS.contains(head) => {
                 let name = to_snake(head);
                 if !immutable.contains(&name) {
@@ -1004,12 +1016,21 @@ async fn update_key(
     let raw: Value = serde_json::from_slice(body).map_err(ApiError::invalid_json)?;
     let mut key = load_key(state, &project, key_id).await?;
     if !req.name.is_empty() {
-        let same = parse_key_name(&req.name).is_some_and(|(n, id)| n == project.number && id == key.key_id)
-            || req.name == format!("projects/{}/locations/global/keys/{}", project.project_id, key.key_id);
+        let same = parse_key_name(&req.name)
+            .is_some_and(|(n, id)| n == project.number && id == key.key_id)
+            || req.name
+                == format!(
+                    "projects/{}/locations/global/keys/{}",
+                    project.project_id, key.key_id
+                );
         if !same {
             return Err(ApiError::bad_request_fields(vec![(
                 "key.name",
-                format!("key.name \"{}\" does not match the key in the URL ({}).", req.name, key.name()),
+                format!(
+                    "key.name \"{}\" does not match the key in the URL ({}).",
+                    req.name,
+                    key.name()
+                ),
             )]));
         }
     }
@@ -1062,8 +1083,12 @@ async fn update_key(
     };
     if fields.is_empty() {
         // Nothing to change: the key as it is.
-        return operations::record(state, done_key_op(project.number, &key, None), &["keyString"])
-            .await;
+        return operations::record(
+            state,
+            done_key_op(project.number, &key, None),
+            &["keyString"],
+        )
+        .await;
     }
     let mut restrictions = key.restrictions.clone();
     for f in &fields {
@@ -1095,7 +1120,12 @@ async fn update_key(
         .await
         .map_err(store_error)?;
     state.snapshot.upsert_key(&key);
-    operations::record(state, done_key_op(project.number, &key, None), &["keyString"]).await
+    operations::record(
+        state,
+        done_key_op(project.number, &key, None),
+        &["keyString"],
+    )
+    .await
 }
 
 #[cfg(test)]
@@ -1118,16 +1148,35 @@ mod update_tests {
             parse_key_mask("restrictions.api_targets").unwrap(),
             [KeyField::Restriction("apiTargets")]
         );
-        for immutable in ["name", "service_account_email", "serviceAccountEmail,displayName", "uid", "key_string"] {
+        for immutable in [
+            "name",
+            "service_account_email",
+            "serviceAccountEmail,displayName",
+            "uid",
+            "key_string",
+        ] {
             let e = parse_key_mask(immutable).unwrap_err();
-            assert_eq!(e.reason(), Some("APIKEYS_UPDATE_MASK_CONTAINS_IMMUTABLE_FIELDS"), "{immutable}");
+            assert_eq!(
+                e.reason(),
+                Some("APIKEYS_UPDATE_MASK_CONTAINS_IMMUTABLE_FIELDS"),
+                "{immutable}"
+            );
             assert_eq!(e.code, 400);
         }
         assert!(parse_key_mask("serviceAccountEmail")
             .unwrap_err()
             .message
             .contains("\"service_account_email\""));
-        for bad in ["foo", "display name", "displayName,,", "*,name", "restrictions.foo", "displayName.x", "1abc", "a-b"] {
+        for bad in [
+            "foo",
+            "display name",
+            "displayName,,",
+            "*,name",
+            "restrictions.foo",
+            "displayName.x",
+            "1abc",
+            "a-b",
+        ] {
             let e = parse_key_mask(bad).unwrap_err();
             assert_eq!((e.code, e.status), (400, Code::InvalidArgument), "{bad}");
             assert!(e.reason().is_none(), "{bad}");
@@ -1158,7 +1207,10 @@ mod update_tests {
         assert_eq!(merged.api_targets, current.api_targets);
         let cleared = merge_restriction(&current, None, "apiTargets").unwrap();
         assert!(cleared.api_targets.is_empty());
-        assert_eq!(cleared.browser_key_restrictions, current.browser_key_restrictions);
+        assert_eq!(
+            cleared.browser_key_restrictions,
+            current.browser_key_restrictions
+        );
     }
 
     #[test]

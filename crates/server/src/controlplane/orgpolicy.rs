@@ -196,7 +196,7 @@ impl PolicySpec {
 /// Where a policy lives: the organization, or a project.
 enum Parent {
     Organization(i64),
-    Project(Project),
+    Project(Box<Project>),
 }
 
 impl Parent {
@@ -233,9 +233,9 @@ async fn parent_for(
             crate::authz::organization(state, caller, permission, x).await?;
             Ok(Parent::Organization(state.organization))
         }
-        "projects" => Ok(Parent::Project(
+        "projects" => Ok(Parent::Project(Box::new(
             crate::authz::project(state, caller, permission, x).await?,
-        )),
+        ))),
         other => Err(crate::authz::denied(
             permission,
             &format!("//{CRM_HOST}/{other}/{x}"),
@@ -481,7 +481,11 @@ fn constraint_of_name(name: &str, x: &str, parent: &Parent) -> Result<String, Ap
 
 /// Whether a boolean constraint is enforced for `project` (its own policy, else the
 /// organization's, else the constraint's default: not enforced).
-pub async fn enforced(state: &AppState, project: &Project, constraint: &str) -> Result<bool, ApiError> {
+pub async fn enforced(
+    state: &AppState,
+    project: &Project,
+    constraint: &str,
+) -> Result<bool, ApiError> {
     Ok(effective(state, Some(project), constraint).await?.0)
 }
 
@@ -528,7 +532,10 @@ pub fn sa_binding_refused(project: &Project, email: &str) -> ApiError {
     .with_detail(Detail::error_info(
         "ORG_POLICY_CONSTRAINT_VIOLATED",
         "apikeys.googleapis.com",
-        [("constraint", constraint.clone()), ("resource", subject.clone())],
+        [
+            ("constraint", constraint.clone()),
+            ("resource", subject.clone()),
+        ],
     ))
     .with_detail(Detail::PreconditionFailure {
         violations: vec![PreconditionViolation {
@@ -609,7 +616,7 @@ async fn get_effective_policy(
     let parent = parent_for(state, caller, uri, x, "orgpolicy.policy.get").await?;
     known_constraint(constraint)?;
     let project = match &parent {
-        Parent::Project(p) => Some(p),
+        Parent::Project(p) => Some(&**p),
         Parent::Organization(_) => None,
     };
     let (decided, spec) = effective(state, project, constraint).await?;
@@ -759,7 +766,11 @@ async fn update_policy(
             ),
         )]));
     }
-    let mask = match params.update_mask.as_deref().filter(|m| !m.trim().is_empty()) {
+    let mask = match params
+        .update_mask
+        .as_deref()
+        .filter(|m| !m.trim().is_empty())
+    {
         Some(m) => Some(policy_mask(m)?),
         None => None,
     };
@@ -874,14 +885,38 @@ mod tests {
             (json!({}), "policy.spec.rules"),
             (json!({"rules": []}), "policy.spec.rules"),
             (json!({"rules": [{}]}), "policy.spec.rules[0].enforce"),
-            (json!({"rules": [{"allowAll": true}]}), "policy.spec.rules[0]"),
-            (json!({"rules": [{"enforce": true, "denyAll": true}]}), "policy.spec.rules[0]"),
-            (json!({"rules": [{"enforce": true}, {"enforce": false}]}), "policy.spec.rules"),
-            (json!({"rules": [{"enforce": true}], "reset": true}), "policy.spec.rules"),
-            (json!({"rules": [{"enforce": true}], "inheritFromParent": true}), "policy.spec.inherit_from_parent"),
-            (json!({"rules": [{"enforce": true, "parameters": {}}]}), "policy.spec.rules[0].parameters"),
-            (json!({"rules": [{"enforce": true}, {"enforce": true, "condition": {"expression": "x"}}]}), "policy.spec.rules[1].enforce"),
-            (json!({"rules": [{"enforce": true}, {"enforce": false, "condition": {}}]}), "policy.spec.rules[1].condition.expression"),
+            (
+                json!({"rules": [{"allowAll": true}]}),
+                "policy.spec.rules[0]",
+            ),
+            (
+                json!({"rules": [{"enforce": true, "denyAll": true}]}),
+                "policy.spec.rules[0]",
+            ),
+            (
+                json!({"rules": [{"enforce": true}, {"enforce": false}]}),
+                "policy.spec.rules",
+            ),
+            (
+                json!({"rules": [{"enforce": true}], "reset": true}),
+                "policy.spec.rules",
+            ),
+            (
+                json!({"rules": [{"enforce": true}], "inheritFromParent": true}),
+                "policy.spec.inherit_from_parent",
+            ),
+            (
+                json!({"rules": [{"enforce": true, "parameters": {}}]}),
+                "policy.spec.rules[0].parameters",
+            ),
+            (
+                json!({"rules": [{"enforce": true}, {"enforce": true, "condition": {"expression": "x"}}]}),
+                "policy.spec.rules[1].enforce",
+            ),
+            (
+                json!({"rules": [{"enforce": true}, {"enforce": false, "condition": {}}]}),
+                "policy.spec.rules[1].condition.expression",
+            ),
         ] {
             let err = validate_spec(&spec(bad.clone()), "policy.spec").expect_err(&bad.to_string());
             assert_eq!(err.status, Code::InvalidArgument, "{bad}");
@@ -896,8 +931,14 @@ mod tests {
 
     #[test]
     fn decisions() {
-        assert_eq!(spec(json!({"rules": [{"enforce": true}]})).decision(), Some(true));
-        assert_eq!(spec(json!({"rules": [{"enforce": false}]})).decision(), Some(false));
+        assert_eq!(
+            spec(json!({"rules": [{"enforce": true}]})).decision(),
+            Some(true)
+        );
+        assert_eq!(
+            spec(json!({"rules": [{"enforce": false}]})).decision(),
+            Some(false)
+        );
         assert_eq!(spec(json!({"reset": true})).decision(), Some(false));
         assert_eq!(spec(json!({})).decision(), None);
         // A conditional rule never decides (no tags to match).
@@ -919,7 +960,10 @@ mod tests {
 
     #[test]
     fn masks() {
-        assert_eq!(policy_mask("spec,dry_run_spec").unwrap(), ["spec", "dryRunSpec"]);
+        assert_eq!(
+            policy_mask("spec,dry_run_spec").unwrap(),
+            ["spec", "dryRunSpec"]
+        );
         assert!(policy_mask("name").is_err());
         assert!(policy_mask("spec.rules").is_err());
     }

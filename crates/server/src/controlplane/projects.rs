@@ -161,7 +161,9 @@ async fn post_dispatch(
     };
     if verb == "undelete" {
         let op = undelete_project(&state, &caller, project_ref, &body).await?;
-        return Ok(Json(serde_json::to_value(op).map_err(ApiError::internal_from)?));
+        return Ok(Json(
+            serde_json::to_value(op).map_err(ApiError::internal_from)?,
+        ));
     }
     if let Some(result) =
         super::iampolicy::project_verb(&state, &caller, project_ref, verb, &body).await
@@ -313,7 +315,8 @@ async fn project_operation(
     let op = Operation::done_with(
         format!("operations/cp.{}", keyplane_core::new_unique_id()),
         cloud::TYPE_PROJECT,
-        serde_json::to_value(cloud::Project::from_model(project)).map_err(ApiError::internal_from)?,
+        serde_json::to_value(cloud::Project::from_model(project))
+            .map_err(ApiError::internal_from)?,
     )
     .with_metadata(metadata_type, json!({}));
     operations::record(state, op, &[]).await
@@ -357,7 +360,9 @@ async fn undelete_project(
     if let Some(unknown) = fields.keys().find(|k| k.as_str() != "name") {
         return Err(ApiError::bad_request_fields(vec![(
             String::new(),
-            format!("Invalid JSON payload received. Unknown name \"{unknown}\": Cannot find field."),
+            format!(
+                "Invalid JSON payload received. Unknown name \"{unknown}\": Cannot find field."
+            ),
         )]));
     }
     let project = crate::authz::project(
@@ -463,7 +468,10 @@ fn validate_display_name(name: &str) -> Result<(), ApiError> {
 fn validate_labels(labels: &std::collections::BTreeMap<String, String>) -> Result<(), ApiError> {
     let bad = |msg: String| Err(ApiError::bad_request_fields(vec![("project.labels", msg)]));
     if labels.len() > 64 {
-        return bad(format!("A project has at most 64 labels, got {}.", labels.len()));
+        return bad(format!(
+            "A project has at most 64 labels, got {}.",
+            labels.len()
+        ));
     }
     let part = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_';
     for (k, v) in labels {
@@ -503,19 +511,21 @@ async fn patch_project(
     )
     .await?;
     let req: cloud::Project = parse_json_body(&body)?;
-    let raw: serde_json::Value =
-        serde_json::from_slice(&body).map_err(ApiError::invalid_json)?;
+    let raw: serde_json::Value = serde_json::from_slice(&body).map_err(ApiError::invalid_json)?;
     let present = |camel: &str| {
         raw.get(camel).is_some_and(|v| !v.is_null())
             || raw
                 .get(keyplane_wire::case::to_snake(camel).as_str())
                 .is_some_and(|v| !v.is_null())
     };
-    let (set_display_name, set_labels) =
-        match params.update_mask.as_deref().filter(|m| !m.trim().is_empty()) {
-            Some(m) => parse_project_mask(m)?,
-            None => (present("displayName"), present("labels")),
-        };
+    let (set_display_name, set_labels) = match params
+        .update_mask
+        .as_deref()
+        .filter(|m| !m.trim().is_empty())
+    {
+        Some(m) => parse_project_mask(m)?,
+        None => (present("displayName"), present("labels")),
+    };
     if set_display_name {
         validate_display_name(&req.display_name)?;
     }
@@ -598,7 +608,9 @@ fn parse_query(query: &str) -> Result<Vec<Term>, ApiError> {
         }
     }
     if quote.is_some() {
-        return Err(bad(format!("Invalid query \"{query}\": unbalanced quotes.")));
+        return Err(bad(format!(
+            "Invalid query \"{query}\": unbalanced quotes."
+        )));
     }
     if !cur.is_empty() {
         words.push(cur);
@@ -696,7 +708,11 @@ async fn search_projects(
             )])
         })?,
     };
-    let page_size = if page_size == 0 { 50 } else { page_size.min(500) };
+    let page_size = if page_size == 0 {
+        50
+    } else {
+        page_size.min(500)
+    };
     let offset = match params.page_token.as_deref().filter(|t| !t.is_empty()) {
         None => 0usize,
         Some(t) => t
@@ -812,7 +828,13 @@ mod lifecycle_tests {
         ] {
             assert!(matches(yes, &p), "{yes}");
         }
-        for no in ["id:my-proj", "state:DELETE_REQUESTED", "labels.env:prod", "labels.team:*", "parent.id:43"] {
+        for no in [
+            "id:my-proj",
+            "state:DELETE_REQUESTED",
+            "labels.env:prod",
+            "labels.team:*",
+            "parent.id:43",
+        ] {
             assert!(!matches(no, &p), "{no}");
         }
         for bad in ["foo:bar", "id:", "name:\"unterminated", "id:a OR id:b"] {
@@ -824,9 +846,19 @@ mod lifecycle_tests {
     #[test]
     fn update_masks_and_values() {
         assert_eq!(parse_project_mask("displayName").unwrap(), (true, false));
-        assert_eq!(parse_project_mask("display_name,labels").unwrap(), (true, true));
+        assert_eq!(
+            parse_project_mask("display_name,labels").unwrap(),
+            (true, true)
+        );
         assert_eq!(parse_project_mask("*").unwrap(), (true, true));
-        for bad in ["projectId", "name", "parent", "foo", "displayName,", "display name"] {
+        for bad in [
+            "projectId",
+            "name",
+            "parent",
+            "foo",
+            "displayName,",
+            "display name",
+        ] {
             assert_eq!(parse_project_mask(bad).unwrap_err().code, 400, "{bad}");
         }
         for ok in ["", "Prod 1", "It's \"ok\"!", "abcd"] {
@@ -838,7 +870,13 @@ mod lifecycle_tests {
         let labels = |k: &str, v: &str| [(k.to_owned(), v.to_owned())].into_iter().collect();
         validate_labels(&labels("env", "dev_1")).unwrap();
         validate_labels(&labels("env", "")).unwrap();
-        for (k, v) in [("Env", "x"), ("1env", "x"), ("env-", "x"), ("env", "Dev"), ("", "x")] {
+        for (k, v) in [
+            ("Env", "x"),
+            ("1env", "x"),
+            ("env-", "x"),
+            ("env", "Dev"),
+            ("", "x"),
+        ] {
             assert!(validate_labels(&labels(k, v)).is_err(), "{k}={v}");
         }
     }
