@@ -12,6 +12,8 @@ through google-auth's AuthorizedSession on the same REST paths.
 
 from __future__ import annotations
 
+import base64
+import json
 import uuid
 from typing import Any
 
@@ -381,6 +383,29 @@ def test_deleted_project_keys_stop_working(projects_client, usage_client, keys_c
 # --- Org Policy v2 and keys bound to service accounts ---------------------------------------
 
 
+def policy_admin_client(
+    session: AuthorizedSession, base: str, project: str, orgs_client, organization: str, opts
+) -> orgpolicy_v2.OrgPolicyClient:
+    """An OrgPolicyClient authenticated as a new service account holding
+    roles/orgpolicy.policyAdmin on the organization, with the key file Keyplane issues for it
+    (the owner account itself is left as it was)."""
+    r = session.post(
+        f"{base}/v1/projects/{project}/serviceAccounts",
+        json={"accountId": "policy-admin", "serviceAccount": {"displayName": "Policy admin"}},
+        timeout=60,
+    )
+    assert r.status_code == 200, r.text
+    email = r.json()["email"]
+    r = session.post(f"{base}/v1/projects/{project}/serviceAccounts/{email}/keys", json={}, timeout=60)
+    assert r.status_code == 200, r.text
+    info = json.loads(base64.b64decode(r.json()["privateKeyData"]))
+    grant_policy_admin(orgs_client, organization, f"serviceAccount:{email}")
+    admin_creds = service_account.Credentials.from_service_account_info(info)
+    return orgpolicy_v2.OrgPolicyClient(
+        credentials=admin_creds, transport="rest", client_options=opts
+    )
+
+
 def grant_policy_admin(orgs_client, organization: str, member: str) -> None:
     """Only roles/orgpolicy.policyAdmin changes org policies (owners do not)."""
     policy = orgs_client.get_iam_policy(request={"resource": organization})
@@ -409,7 +434,7 @@ def create_bound_key(session: AuthorizedSession, base: str, project: str, email:
 
 
 def test_org_policy_gates_service_account_bound_keys(
-    projects_client, orgs_client, policy_client, keys_client, session, creds, keyplane
+    projects_client, orgs_client, policy_client, keys_client, session, opts, keyplane
 ) -> None:
     base = keyplane.base_url
     project = create_project(projects_client, "ik-pol")
@@ -417,7 +442,7 @@ def test_org_policy_gates_service_account_bound_keys(
     organization = project.parent
     policy_name = f"projects/{pid}/policies/{CONSTRAINT}"
 
-    # Only a policy administrator may change policies.
+    # Only a policy administrator may change policies: not even the owner.
     with pytest.raises(exceptions.Forbidden):
         policy_client.create_policy(
             parent=f"projects/{pid}",
@@ -426,7 +451,7 @@ def test_org_policy_gates_service_account_bound_keys(
                 spec=orgpolicy_v2.PolicySpec(rules=[orgpolicy_v2.PolicySpec.PolicyRule(enforce=False)]),
             ),
         )
-    grant_policy_admin(orgs_client, organization, f"serviceAccount:{creds.service_account_email}")
+    admin = policy_admin_client(session, base, pid, orgs_client, organization, opts)
 
     # A fresh installation enforces the constraint on its organization.
     org_policy = policy_client.get_policy(name=f"{organization}/policies/{CONSTRAINT}")
@@ -465,7 +490,7 @@ def test_org_policy_gates_service_account_bound_keys(
 
     # Bad input to set: list-constraint fields on a boolean constraint. Nothing is stored.
     with pytest.raises(exceptions.BadRequest):
-        policy_client.create_policy(
+        admin.create_policy(
             parent=f"projects/{pid}",
             policy=orgpolicy_v2.Policy(
                 name=policy_name,
@@ -476,7 +501,7 @@ def test_org_policy_gates_service_account_bound_keys(
         policy_client.get_policy(name=policy_name)
 
     # Not enforced on the project: a key may be bound to the project's account.
-    created = policy_client.create_policy(
+    created = admin.create_policy(
         parent=f"projects/{pid}",
         policy=orgpolicy_v2.Policy(
             name=policy_name,
@@ -486,7 +511,7 @@ def test_org_policy_gates_service_account_bound_keys(
     assert created.name == f"{project.name}/policies/{CONSTRAINT}"
     assert created.etag
     with pytest.raises(exceptions.Conflict):  # ALREADY_EXISTS
-        policy_client.create_policy(parent=f"projects/{pid}", policy=created)
+        admin.create_policy(parent=f"projects/{pid}", policy=created)
     assert [r.enforce for r in policy_client.get_effective_policy(name=policy_name).spec.rules] == [False]
     op = create_bound_key(session, base, pid, email)
     assert "error" not in op, op
@@ -515,7 +540,7 @@ def test_org_policy_gates_service_account_bound_keys(
 
     # Patch with a stale etag: ABORTED (409); with the right one: enforced again.
     with pytest.raises(exceptions.Conflict):
-        policy_client.update_policy(
+        admin.update_policy(
             policy=orgpolicy_v2.Policy(
                 name=policy_name,
                 etag="stale",
@@ -524,7 +549,7 @@ def test_org_policy_gates_service_account_bound_keys(
         )
     current = policy_client.get_policy(name=policy_name)
     assert [r.enforce for r in current.spec.rules] == [False]
-    updated = policy_client.update_policy(
+    updated = admin.update_policy(
         request={
             "policy": orgpolicy_v2.Policy(
                 name=policy_name,
@@ -543,7 +568,7 @@ def test_org_policy_gates_service_account_bound_keys(
     assert session.get(f"{base}/v2/{bound['name']}", timeout=60).json()["serviceAccountEmail"] == email
 
     # Delete the project's policy: the organization's (enforced) applies again.
-    policy_client.delete_policy(name=policy_name)
+    admin.delete_policy(name=policy_name)
     with pytest.raises(exceptions.NotFound):
         policy_client.get_policy(name=policy_name)
     assert [r.enforce for r in policy_client.get_effective_policy(name=policy_name).spec.rules] == [True]

@@ -1,5 +1,5 @@
-//! Google's control-plane APIs on the wire: API Keys v2, Resource Manager v3 and Service
-//! Usage v1. One module per API; each exports `router()`.
+//! Google's control-plane APIs on the wire: API Keys v2, Resource Manager v3, Service
+//! Usage v1 and Org Policy v2 (and IAM). One module per API; each exports `router()`.
 
 pub mod apikeys;
 pub mod iam;
