@@ -196,6 +196,36 @@ pub struct AccessToken {
     pub expire_time: OffsetDateTime,
 }
 
+/// A person who signs in (`user:{email}`). The password is kept only as an Argon2id PHC
+/// string; the email is stored lowercased.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub email: String,
+    pub display_name: String,
+    pub password_hash: String,
+    pub disabled: bool,
+    pub create_time: OffsetDateTime,
+    pub update_time: OffsetDateTime,
+}
+
+/// One audited control-plane mutation. Holds a path (never a query string or a body), so
+/// it never holds a key string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub time: OffsetDateTime,
+    /// `serviceAccount:{email}`, `user:{email}`, or empty when the caller was not identified.
+    pub principal: String,
+    /// HTTP method (`POST`, `PATCH`, `PUT`, `DELETE`).
+    pub method: String,
+    /// The request path (the resource name and verb), without the query string.
+    pub resource: String,
+    /// The project the path names (id or number as written), if any.
+    pub project: Option<String>,
+    /// `allowed` (2xx), `denied` (401, 403) or `failed`.
+    pub result: String,
+    pub status: u16,
+}
+
 /// A finished long-running operation, kept so `operations.get` can answer it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredOperation {

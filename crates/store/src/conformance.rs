@@ -34,6 +34,8 @@
 
 mod iam_policy_cases;
 pub use iam_policy_cases::{concurrent_iam_policy_writes, iam_policies};
+mod users_audit_cases;
+pub use users_audit_cases::{audit_log, users};
 
 use crate::{OrgPolicyRecord, PageRequest, Store, StoreError};
 use keyplane_core::{
@@ -94,6 +96,8 @@ macro_rules! conformance_tests {
             invalid_page_tokens,
             iam_policies,
             org_policies,
+            users,
+            audit_log,
         );
 
         $crate::conformance_tests!(@concurrent $fixture;

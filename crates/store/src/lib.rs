@@ -10,8 +10,8 @@
 use async_trait::async_trait;
 use keyplane_core::iam::Policy;
 use keyplane_core::{
-    AccessToken, ApiKey, Organization, Project, ServiceAccount, ServiceAccountKey, ServiceState,
-    StoredOperation,
+    AccessToken, ApiKey, AuditEntry, Organization, Project, ServiceAccount, ServiceAccountKey,
+    ServiceState, StoredOperation, User,
 };
 use time::OffsetDateTime;
 
@@ -197,12 +197,58 @@ pub trait PolicyStore: Send + Sync {
     ) -> Result<()>;
 }
 
+/// People who sign in (`user:{email}`), by lowercased email.
+#[async_trait]
+pub trait UserStore: Send + Sync {
+    /// `AlreadyExists` if the email is taken.
+    async fn create_user(&self, user: &User) -> Result<()>;
+    async fn user(&self, email: &str) -> Result<User>;
+    /// Every user, ordered by email.
+    async fn list_users(&self) -> Result<Vec<User>>;
+    /// Replaces display name, password hash, disabled flag and update time.
+    async fn update_user(&self, user: &User) -> Result<()>;
+    /// Removes every stored access token of `principal`; returns how many.
+    async fn delete_access_tokens_of(&self, principal: &str) -> Result<u64>;
+}
+
+/// Which audit entries a list returns.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// Entries whose project is any of these (a project's id and its number); empty: all.
+    pub projects: Vec<String>,
+    /// Entries at or after this time.
+    pub since: Option<OffsetDateTime>,
+}
+
+/// The audit log of control-plane mutations: append-only, listed in arrival order.
+#[async_trait]
+pub trait AuditStore: Send + Sync {
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<()>;
+    async fn list_audit(&self, filter: &AuditFilter, page: &PageRequest)
+        -> Result<Page<AuditEntry>>;
+}
+
 /// Everything the server needs.
 pub trait Store:
-    MetaStore + ProjectStore + KeyStore + IdentityStore + OrgPolicyStore + PolicyStore
+    MetaStore
+    + ProjectStore
+    + KeyStore
+    + IdentityStore
+    + OrgPolicyStore
+    + PolicyStore
+    + UserStore
+    + AuditStore
 {
 }
-impl<T: MetaStore + ProjectStore + KeyStore + IdentityStore + OrgPolicyStore + PolicyStore> Store
-    for T
+impl<
+        T: MetaStore
+            + ProjectStore
+            + KeyStore
+            + IdentityStore
+            + OrgPolicyStore
+            + PolicyStore
+            + UserStore
+            + AuditStore,
+    > Store for T
 {
 }

@@ -37,6 +37,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 mod iam_policies;
+mod users_audit;
 
 /// The schema, compiled into the binary.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
