@@ -258,13 +258,9 @@ async fn get_dispatch(
             Ok(Json(key_json(&key, None)))
         }
         (Some(id), true) => {
-            let project = crate::authz::project(
-                &state,
-                &caller,
-                "apikeys.keys.getKeyString",
-                &path.project,
-            )
-            .await?;
+            let project =
+                crate::authz::project(&state, &caller, "apikeys.keys.getKeyString", &path.project)
+                    .await?;
             let key = load_key(&state, &project, &id).await?;
             let plain = state
                 .secret
@@ -307,9 +303,9 @@ async fn post_dispatch(
             let op = create_key(&state, &caller, &path.project, params.key_id, &body).await?;
             Ok(Json(op))
         }
-        (Some(id), false, Some("undelete")) => {
-            Ok(Json(undelete_key(&state, &caller, &path.project, &id).await?))
-        }
+        (Some(id), false, Some("undelete")) => Ok(Json(
+            undelete_key(&state, &caller, &path.project, &id).await?,
+        )),
         (Some(_), false, Some(other)) => Err(ApiError::not_found(format!(
             "Method '{other}' is not supported on API keys."
         ))),
@@ -552,13 +548,7 @@ async fn delete_key(
         let t = now();
         key.delete_time = Some(t);
         key.update_time = t;
-        key.etag = super::new_etag();
-        state
-            .store
-            .update_key(&key, &expected)
-            .await
-            .map_err(store_error)?;
-        state.snapshot.upsert_key(&key);
+        return save_key(state, project.number, &mut key, &expected).await;
     }
     operations::record(
         state,
@@ -591,16 +581,27 @@ async fn undelete_key(
     let expected = key.etag.clone();
     key.delete_time = None;
     key.update_time = now();
+    save_key(state, project.number, &mut key, &expected).await
+}
+
+/// Stores a changed key under a new etag (checked against `expected`), shows the change to
+/// the data plane at once, and answers the finished operation.
+async fn save_key(
+    state: &AppState,
+    project_number: i64,
+    key: &mut ApiKey,
+    expected: &str,
+) -> Result<Operation, ApiError> {
     key.etag = super::new_etag();
     state
         .store
-        .update_key(&key, &expected)
+        .update_key(key, expected)
         .await
         .map_err(store_error)?;
-    state.snapshot.upsert_key(&key);
+    state.snapshot.upsert_key(key);
     operations::record(
         state,
-        done_key_op(project.number, &key, None),
+        done_key_op(project_number, key, None),
         &["keyString"],
     )
     .await
@@ -1113,19 +1114,7 @@ async fn update_key(
     key.restrictions = restrictions;
     let expected = key.etag.clone();
     key.update_time = now();
-    key.etag = super::new_etag();
-    state
-        .store
-        .update_key(&key, &expected)
-        .await
-        .map_err(store_error)?;
-    state.snapshot.upsert_key(&key);
-    operations::record(
-        state,
-        done_key_op(project.number, &key, None),
-        &["keyString"],
-    )
-    .await
+    save_key(state, project.number, &mut key, &expected).await
 }
 
 #[cfg(test)]

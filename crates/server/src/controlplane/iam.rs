@@ -466,13 +466,15 @@ fn patch_fields(mask: &str, given: &wire::ServiceAccount) -> Result<(bool, bool)
     Ok((display, description))
 }
 
-async fn patch_account(
-    State(state): State<AppState>,
-    caller: Caller,
-    raw: RawPathParams,
-    body: Bytes,
-) -> Result<Json<wire::ServiceAccount>, ApiError> {
-    let p = params(&raw)?;
+/// The account named by `/v1/projects/{p}/serviceAccounts/{sa}` (no verb allowed), loaded
+/// with `permission` checked.
+async fn account_at_path(
+    state: &AppState,
+    caller: &Caller,
+    raw: &RawPathParams,
+    permission: &str,
+) -> Result<(ServiceAccount, Project), ApiError> {
+    let p = params(raw)?;
     let (sa, verb) = split_account(&p[1]);
     if verb.is_some() {
         return Err(not_found_url(&format!(
@@ -480,8 +482,27 @@ async fn patch_account(
             p[0], p[1]
         )));
     }
+    load_account(state, caller, &p[0], &sa, permission).await
+}
+
+/// Stores a changed account under a new etag.
+async fn save_account(state: &AppState, account: &mut ServiceAccount) -> Result<(), ApiError> {
+    account.etag = keyplane_core::new_hex_id(8);
+    state
+        .store
+        .update_service_account(account)
+        .await
+        .map_err(store_error)
+}
+
+async fn patch_account(
+    State(state): State<AppState>,
+    caller: Caller,
+    raw: RawPathParams,
+    body: Bytes,
+) -> Result<Json<wire::ServiceAccount>, ApiError> {
     let (mut account, project) =
-        load_account(&state, &caller, &p[0], &sa, "iam.serviceAccounts.update").await?;
+        account_at_path(&state, &caller, &raw, "iam.serviceAccounts.update").await?;
     let req: PatchServiceAccountRequest = parse_json_body(&body)?;
     let given = req.service_account.unwrap_or_default();
     let (display, description) = patch_fields(&req.update_mask, &given)?;
@@ -498,12 +519,7 @@ async fn patch_account(
         account.description = given.description.unwrap_or_default();
     }
     if display || description {
-        account.etag = keyplane_core::new_hex_id(8);
-        state
-            .store
-            .update_service_account(&account)
-            .await
-            .map_err(store_error)?;
+        save_account(&state, &mut account).await?;
     }
     Ok(Json(account_json(&account)))
 }
@@ -516,16 +532,8 @@ async fn update_account(
     raw: RawPathParams,
     body: Bytes,
 ) -> Result<Json<wire::ServiceAccount>, ApiError> {
-    let p = params(&raw)?;
-    let (sa, verb) = split_account(&p[1]);
-    if verb.is_some() {
-        return Err(not_found_url(&format!(
-            "/v1/projects/{}/serviceAccounts/{}",
-            p[0], p[1]
-        )));
-    }
     let (mut account, project) =
-        load_account(&state, &caller, &p[0], &sa, "iam.serviceAccounts.update").await?;
+        account_at_path(&state, &caller, &raw, "iam.serviceAccounts.update").await?;
     let given: wire::ServiceAccount = parse_json_body(&body)?;
     check_lengths(
         given.display_name.as_deref(),
@@ -544,12 +552,7 @@ async fn update_account(
     if let Some(d) = given.description {
         account.description = d;
     }
-    account.etag = keyplane_core::new_hex_id(8);
-    state
-        .store
-        .update_service_account(&account)
-        .await
-        .map_err(store_error)?;
+    save_account(&state, &mut account).await?;
     Ok(Json(account_json(&account)))
 }
 
@@ -558,16 +561,7 @@ async fn delete_account(
     caller: Caller,
     raw: RawPathParams,
 ) -> Result<Json<Value>, ApiError> {
-    let p = params(&raw)?;
-    let (sa, verb) = split_account(&p[1]);
-    if verb.is_some() {
-        return Err(not_found_url(&format!(
-            "/v1/projects/{}/serviceAccounts/{}",
-            p[0], p[1]
-        )));
-    }
-    let (account, _) =
-        load_account(&state, &caller, &p[0], &sa, "iam.serviceAccounts.delete").await?;
+    let (account, _) = account_at_path(&state, &caller, &raw, "iam.serviceAccounts.delete").await?;
     refuse_owner(&account, "deleted")?;
     // Its keys go with it; its cached tokens too.
     state
