@@ -6,6 +6,7 @@
 //! execution (keyplane-backends).
 
 pub mod app;
+pub mod audit;
 pub mod authz;
 pub mod bootstrap;
 pub mod controlplane;
@@ -121,12 +122,21 @@ pub fn router(state: AppState) -> Router {
         .merge(controlplane::iampolicy::router())
         .merge(controlplane::iam::router())
         .merge(controlplane::orgpolicy::router())
+        .merge(controlplane::users::router())
+        .merge(audit::router())
         .merge(oauth::router())
         .fallback(not_found)
         // A path served with another method: Google's 404 as a google.rpc.Status, never
         // axum's bare 405.
         .method_not_allowed_fallback(not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(google_errors))
         .layer(axum::middleware::from_fn(catch_panics))
+        // Outside catch_panics, so a panicking mutation is recorded as failed.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            audit::record,
+        ))
         .layer(tower_http::cors::CorsLayer::permissive())
         .with_state(state)
 }
@@ -137,6 +147,53 @@ async fn not_found(req: Request) -> axum::response::Response {
         req.uri().path()
     ))
     .into_response()
+}
+
+/// Largest request body accepted (Google's inline-request limit for the Gemini API).
+pub const MAX_BODY_BYTES: usize = 20 * 1024 * 1024;
+
+/// Errors produced by the framework rather than a handler (body too large, a malformed
+/// query string, a wrong content type) are plain text; clients of Google's APIs expect a
+/// google.rpc.Status, so they are rewritten into one. Handler errors are already JSON and
+/// pass through untouched.
+async fn google_errors(req: Request, next: axum::middleware::Next) -> axum::response::Response {
+    use axum::http::StatusCode;
+    let resp = next.run(req).await;
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let is_json = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return resp;
+    }
+    let body = axum::body::to_bytes(resp.into_body(), 4096)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&body).trim().to_owned();
+    let err = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::invalid_argument(format!(
+            "Request payload size exceeds the limit: {MAX_BODY_BYTES} bytes."
+        )),
+        StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED => {
+            ApiError::not_found("The requested URL was not found on this server.")
+        }
+        StatusCode::UNAUTHORIZED => ApiError::unauthenticated(text, "CREDENTIALS_MISSING"),
+        s if s.is_client_error() => ApiError::invalid_argument(if text.is_empty() {
+            "Invalid request.".to_owned()
+        } else {
+            text
+        }),
+        StatusCode::SERVICE_UNAVAILABLE => {
+            ApiError::unavailable("The service is currently unavailable.")
+        }
+        _ => ApiError::internal_from(text),
+    };
+    err.into_response()
 }
 
 /// A handler that panics answers a google.rpc.Status 500, never a dropped connection.
