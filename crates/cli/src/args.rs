@@ -61,6 +61,11 @@ pub enum Command {
     Organizations(crate::cmd::iam::OrganizationsCommand),
     /// Call the Gemini API with an API key
     Generate(GenerateArgs),
+    /// People who sign in (user:EMAIL)
+    #[command(subcommand)]
+    Users(crate::cmd::users::UsersCommand),
+    /// The audit log of control-plane changes
+    Audit(crate::cmd::audit::AuditArgs),
 }
 
 impl Command {

@@ -8,6 +8,7 @@
 //! Must not touch: the server, the store or any domain rule; it speaks only HTTP. It never
 //! puts a key string or a token into an error message or a `Debug` output.
 
+pub mod admin;
 pub mod api_key;
 pub mod control;
 pub mod credentials;

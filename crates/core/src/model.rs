@@ -196,6 +196,24 @@ pub struct AccessToken {
     pub expire_time: OffsetDateTime,
 }
 
+/// An ephemeral token (`auth_tokens/{id}`) minted with an API key at `/v1alpha/auth_tokens`;
+/// stored only as an HMAC of its name. Each use decrements `uses_left`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EphemeralToken {
+    pub token_hash: Vec<u8>,
+    /// The lookup hash of the key that minted it.
+    pub key_hash: Vec<u8>,
+    pub project_number: i64,
+    pub uses_left: i64,
+    pub expire_time: OffsetDateTime,
+    pub new_session_expire_time: OffsetDateTime,
+    /// The `bidiGenerateContentSetup` constraints as JSON text (`None`: unconstrained).
+    pub setup: Option<String>,
+    /// The comma-separated `fieldMask` as sent (`None`: every field set in `setup` is locked).
+    pub field_mask: Option<String>,
+    pub create_time: OffsetDateTime,
+}
+
 /// A person who signs in (`user:{email}`). The password is kept only as an Argon2id PHC
 /// string; the email is stored lowercased.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -193,6 +193,17 @@ impl AppState {
                 return Err(invalid_credentials("ACCOUNT_STATE_INVALID"));
             }
         }
+        if let Some(email) = record.principal.strip_prefix("user:") {
+            // Tokens of disabled (or removed) users are refused.
+            match self.store.user(email).await {
+                Ok(u) if !u.disabled => {}
+                Ok(_) | Err(StoreError::NotFound) => {
+                    self.tokens.revoke_principal(&record.principal);
+                    return Err(invalid_credentials("ACCOUNT_STATE_INVALID"));
+                }
+                Err(e) => return Err(ApiError::internal_from(e)),
+            }
+        }
         Ok(Caller {
             principal: record.principal,
         })
@@ -204,7 +215,12 @@ impl FromRequestParts<AppState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = bearer(parts).ok_or_else(missing_credentials)?.to_owned();
-        state.caller_from_bearer(&token).await
+        let caller = state.caller_from_bearer(&token).await?;
+        // The audit log records who made a mutation (see crate::audit).
+        if let Some(slot) = parts.extensions.get::<crate::audit::PrincipalSlot>() {
+            slot.set(&caller.principal);
+        }
+        Ok(caller)
     }
 }
 

@@ -36,6 +36,8 @@ mod iam_policy_cases;
 pub use iam_policy_cases::{concurrent_iam_policy_writes, iam_policies};
 mod users_audit_cases;
 pub use users_audit_cases::{audit_log, users};
+mod ephemeral_cases;
+pub use ephemeral_cases::{concurrent_ephemeral_uses, ephemeral_tokens};
 
 use crate::{OrgPolicyRecord, PageRequest, Store, StoreError};
 use keyplane_core::{
@@ -98,6 +100,7 @@ macro_rules! conformance_tests {
             org_policies,
             users,
             audit_log,
+            ephemeral_tokens,
         );
 
         $crate::conformance_tests!(@concurrent $fixture;
@@ -106,6 +109,7 @@ macro_rules! conformance_tests {
             concurrent_creates_race,
             concurrent_etag_updates,
             concurrent_iam_policy_writes,
+            concurrent_ephemeral_uses,
         );
     };
     (@cases $fixture:expr; $($case:ident),* $(,)?) => {

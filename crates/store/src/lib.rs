@@ -10,8 +10,8 @@
 use async_trait::async_trait;
 use keyplane_core::iam::Policy;
 use keyplane_core::{
-    AccessToken, ApiKey, AuditEntry, Organization, Project, ServiceAccount, ServiceAccountKey,
-    ServiceState, StoredOperation, User,
+    AccessToken, ApiKey, AuditEntry, EphemeralToken, Organization, Project, ServiceAccount,
+    ServiceAccountKey, ServiceState, StoredOperation, User,
 };
 use time::OffsetDateTime;
 
@@ -224,8 +224,26 @@ pub struct AuditFilter {
 #[async_trait]
 pub trait AuditStore: Send + Sync {
     async fn append_audit(&self, entry: &AuditEntry) -> Result<()>;
-    async fn list_audit(&self, filter: &AuditFilter, page: &PageRequest)
-        -> Result<Page<AuditEntry>>;
+    async fn list_audit(
+        &self,
+        filter: &AuditFilter,
+        page: &PageRequest,
+    ) -> Result<Page<AuditEntry>>;
+}
+
+/// Ephemeral tokens (`auth_tokens/…`), by the HMAC of their name.
+#[async_trait]
+pub trait EphemeralTokenStore: Send + Sync {
+    /// `AlreadyExists` if the hash is taken.
+    async fn create_ephemeral_token(&self, token: &EphemeralToken) -> Result<()>;
+    async fn ephemeral_token(&self, token_hash: &[u8]) -> Result<EphemeralToken>;
+    /// Spends one use, atomically (a negative `uses_left` is unlimited and stays as it is):
+    /// true when the token had a use left and both
+    /// `expire_time` and `new_session_expire_time` are after `now`; false otherwise
+    /// (unknown, exhausted or expired), and nothing changes.
+    async fn use_ephemeral_token(&self, token_hash: &[u8], now: OffsetDateTime) -> Result<bool>;
+    /// Removes tokens that expired before `now`; returns how many.
+    async fn purge_expired_ephemeral_tokens(&self, now: OffsetDateTime) -> Result<u64>;
 }
 
 /// Everything the server needs.
@@ -238,6 +256,7 @@ pub trait Store:
     + PolicyStore
     + UserStore
     + AuditStore
+    + EphemeralTokenStore
 {
 }
 impl<
@@ -248,7 +267,8 @@ impl<
             + OrgPolicyStore
             + PolicyStore
             + UserStore
-            + AuditStore,
+            + AuditStore
+            + EphemeralTokenStore,
     > Store for T
 {
 }

@@ -36,6 +36,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use time::OffsetDateTime;
 
+mod ephemeral;
 mod iam_policies;
 mod users_audit;
 

@@ -1,5 +1,6 @@
 //! One module per command group; `run` dispatches.
 
+pub(crate) mod audit;
 mod generate;
 pub(crate) mod iam;
 mod keys;
@@ -8,6 +9,7 @@ mod projects;
 mod serve;
 pub(crate) mod service_accounts;
 mod services;
+pub(crate) mod users;
 
 use crate::args::{Cli, Command};
 use crate::context::Ctx;
@@ -23,5 +25,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::OrgPolicies(c) => org_policies::run(&ctx, c).await,
         Command::Organizations(c) => iam::run_organizations(&ctx, c).await,
         Command::Generate(args) => generate::run(&ctx, args).await,
+        Command::Users(c) => users::run(&ctx, c).await,
+        Command::Audit(args) => audit::run(&ctx, args).await,
     }
 }

@@ -8,6 +8,7 @@ pub mod operations;
 pub mod orgpolicy;
 pub mod projects;
 pub mod serviceusage;
+pub mod users;
 
 use keyplane_store::StoreError;
 use keyplane_wire::ApiError;

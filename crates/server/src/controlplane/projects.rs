@@ -136,9 +136,13 @@ async fn get_project(
             "The requested URL /v3/projects/{rest} was not found on this server."
         )));
     }
-    let project =
-        crate::authz::project(&state, &caller, "resourcemanager.projects.get", &segments[0])
-            .await?;
+    let project = crate::authz::project(
+        &state,
+        &caller,
+        "resourcemanager.projects.get",
+        &segments[0],
+    )
+    .await?;
     Ok(Json(cloud::Project::from_model(&project)))
 }
 

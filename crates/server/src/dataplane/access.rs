@@ -13,8 +13,10 @@ use keyplane_wire::ApiError;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use super::ephemeral::{self, EphemeralUse};
 use super::{api_version, Params};
 use crate::app::AppState;
+use crate::authz::{allowed, Resource};
 
 /// What authorization reads from a request: headers, query, the socket peer, the path's
 /// API version. An extractor, so handlers never assemble it by hand.
@@ -48,11 +50,18 @@ impl<S: Send + Sync> FromRequestParts<S> for DataRequest {
 }
 
 impl DataRequest {
-    fn header(&self, name: &str) -> Option<String> {
+    pub(super) fn header(&self, name: &str) -> Option<String> {
         self.headers
             .get(name)
             .map(|v| String::from_utf8_lossy(v.as_bytes()).trim().to_owned())
             .filter(|s| !s.is_empty())
+    }
+
+    /// The API key presented: `x-goog-api-key`, else `?key=`.
+    pub(super) fn api_key(&self) -> Option<String> {
+        self.header("x-goog-api-key")
+            .or_else(|| self.params.get("key").map(|k| k.trim().to_owned()))
+            .filter(|k| !k.is_empty())
     }
 
     /// The caller's address: the peer, or X-Forwarded-For behind a trusted proxy.
@@ -113,6 +122,9 @@ pub struct DataCaller {
     pub project_number: i64,
     /// The key used, when the credential was an API key.
     pub key: Option<Arc<KeyEntry>>,
+    /// The ephemeral token used, when it was one: its use must be spent
+    /// ([`EphemeralUse::spend`]) once the request passes its constraints.
+    pub ephemeral: Option<EphemeralUse>,
 }
 
 fn service_disabled(service: &str, project_number: i64) -> ApiError {
@@ -130,14 +142,16 @@ pub async fn authorize(
     target: &Target,
 ) -> Result<DataCaller, ApiError> {
     let service = target.service;
-    let header_key = req
-        .headers
-        .get("x-goog-api-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|s| !s.is_empty());
-    if let Some(key) = header_key.or_else(|| req.params.get("key")) {
-        let plain = PlainKey::from_caller(key);
+    if let Some(token) = ephemeral::presented(req) {
+        let (project_number, token) = ephemeral::check(state, req, target, &token).await?;
+        return Ok(DataCaller {
+            project_number,
+            key: None,
+            ephemeral: Some(token),
+        });
+    }
+    if let Some(key) = req.api_key() {
+        let plain = PlainKey::from_caller(&key);
         if !plain.is_well_formed() {
             return Err(ApiError::api_key_invalid(service));
         }
@@ -150,9 +164,13 @@ pub async fn authorize(
             }
         };
         check_restrictions(state, req, target, &permit.key)?;
+        if let Some(email) = &permit.key.service_account_email {
+            check_bound_account(state, target, email, permit.key.project_number).await?;
+        }
         return Ok(DataCaller {
             project_number: permit.key.project_number,
             key: Some(permit.key),
+            ephemeral: None,
         });
     }
     let bearer = req
@@ -178,12 +196,80 @@ pub async fn authorize(
         if !state.snapshot.service_enabled(sa.project_number, service) {
             return Err(service_disabled(service, sa.project_number));
         }
+        require_permission(state, &caller.principal, service, sa.project_number).await?;
         return Ok(DataCaller {
             project_number: sa.project_number,
             key: None,
+            ephemeral: None,
         });
     }
     Err(ApiError::no_credentials())
+}
+
+/// The IAM permission a data-plane call of `service` needs on the consumer project.
+/// aiplatform: `aiplatform.endpoints.predict` (Vertex AI User / Express User grant it).
+/// generativelanguage: Keyplane's role table has no `generativelanguage.*` permission yet,
+/// so a principal must be allowed to consume the project (`serviceusage.services.use`,
+/// as Google requires of a quota project).
+fn data_permission(service: &str) -> &'static str {
+    if service == services::AIPLATFORM {
+        "aiplatform.endpoints.predict"
+    } else {
+        "serviceusage.services.use"
+    }
+}
+
+/// `principal` must hold the call's permission on `projects/{project_number}`, else 403
+/// IAM_PERMISSION_DENIED.
+async fn require_permission(
+    state: &AppState,
+    principal: &str,
+    service: &str,
+    project_number: i64,
+) -> Result<(), ApiError> {
+    let permission = data_permission(service);
+    let resource = Resource::Project(project_number);
+    if allowed(state, principal, permission, &resource).await? {
+        Ok(())
+    } else {
+        Err(ApiError::iam_permission_denied(
+            permission,
+            &resource.name(state),
+        ))
+    }
+}
+
+/// A key bound to a service account acts as it, on aiplatform.googleapis.com (the only
+/// API that honours bound keys; elsewhere the key identifies its project only). The
+/// account is read from the store on every call, so a deleted or disabled account stops
+/// the key at once: 403 IAM_PERMISSION_DENIED, as when it lacks the role.
+async fn check_bound_account(
+    state: &AppState,
+    target: &Target,
+    email: &str,
+    project_number: i64,
+) -> Result<(), ApiError> {
+    if target.service != services::AIPLATFORM {
+        return Ok(());
+    }
+    let denied = || {
+        ApiError::iam_permission_denied(
+            data_permission(target.service),
+            &Resource::Project(project_number).name(state),
+        )
+    };
+    match state.store.service_account(email).await {
+        Ok(sa) if !sa.disabled => {}
+        Ok(_) | Err(keyplane_store::StoreError::NotFound) => return Err(denied()),
+        Err(e) => return Err(ApiError::internal_from(e)),
+    }
+    require_permission(
+        state,
+        &format!("serviceAccount:{email}"),
+        target.service,
+        project_number,
+    )
+    .await
 }
 
 /// The key's restrictions against this request: API targets, then the client restriction.

@@ -138,7 +138,7 @@ async fn post_model_inner(
         Some(verb) => Target::gemini_verb(version, verb),
         None => Target::gemini(version, "ModelService", "GetModel"),
     };
-    let _caller = authorize(state, req, &target).await?;
+    let caller = authorize(state, req, &target).await?;
     let Some(method) = method else {
         return Err(ApiError::not_found(format!(
             "The requested URL /{version}/models/{rest} was not found on this server (POST needs a method, e.g. :generateContent)."
@@ -161,6 +161,16 @@ async fn post_model_inner(
                 "The requested URL /{version}/models/{rest} was not found on this server."
             )))
         }
+    };
+    // An ephemeral token: its constraints first, then one use spent (atomically).
+    let constrained;
+    let body = match &caller.ephemeral {
+        Some(token) => {
+            constrained = token.constrain(&id, &target.method, body)?;
+            token.spend(state, &target.method).await?;
+            constrained.as_slice()
+        }
+        None => body,
     };
     match method.as_str() {
         "generateContent" => {

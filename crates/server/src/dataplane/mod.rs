@@ -5,12 +5,18 @@
 //! else `?key=`, else a Bearer token) -> key lookup (API_KEY_INVALID) -> the called service
 //! enabled in the key's project (SERVICE_DISABLED) -> the key's restrictions: API targets,
 //! then server IPs / browser referrers / Android apps / iOS apps (API_KEY_*_BLOCKED) ->
+//! identity: a service-account-bound key on aiplatform, or a service-account Bearer token,
+//! needs the method's IAM permission on the project (IAM_PERMISSION_DENIED) ->
 //! model routing (404) -> body parsing and validation (400) -> backend ([`generate`]).
+//! An ephemeral token (`auth_tokens/…`, v1alpha only) replaces the key checks with its
+//! own: constraints, then one use spent atomically in the store.
 //!
-//! Modules: `access` (who may call), `gemini` and `vertex` (the two URL families),
-//! `generate` (what both answer with: generateContent, the stream, countTokens).
+//! Modules: `access` (who may call), `ephemeral` (`POST /v1alpha/auth_tokens` and token
+//! checks), `gemini` and `vertex` (the two URL families), `generate` (what both answer
+//! with: generateContent, the stream, countTokens).
 
 mod access;
+mod ephemeral;
 mod gemini;
 mod generate;
 mod vertex;
@@ -32,7 +38,11 @@ use crate::app::AppState;
 const VERSIONS: &[&str] = &["v1", "v1beta", "v1alpha", "v1beta1"];
 
 pub fn router() -> Router<AppState> {
-    let mut r = Router::new();
+    // Ephemeral tokens are minted on v1alpha only (v1beta answers 404, as Google's).
+    let mut r = Router::new().route(
+        "/v1alpha/auth_tokens",
+        axum::routing::post(ephemeral::create).fallback(no_such_method),
+    );
     for v in VERSIONS {
         r = r
             .route(

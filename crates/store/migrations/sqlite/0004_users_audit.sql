@@ -1,28 +1,13 @@
--- Keyplane schema, version 4 (SQLite): people who sign in, and the audit log.
+-- Keyplane schema, version 4 (SQLite): what users and the audit log need beyond version 1.
 --
--- `users`: one row per `user:{email}` (email lowercased); `password_hash` is an Argon2id
--- PHC string, never a password.
--- `audit_log`: one row per mutating control-plane request, in arrival order (`id`).
--- `resource` is the request path without its query string (never a key string);
--- `project` is the project the path names, as written (id or number), NULL when none.
-create table users (
-    email         text    primary key not null,
-    display_name  text    not null,
-    password_hash text    not null,
-    disabled      integer not null check (disabled in (0, 1)),
-    create_time   integer not null,
-    update_time   integer not null
-) strict;
-
-create table audit_log (
-    id        integer primary key autoincrement,
-    time      integer not null,
-    principal text    not null,
-    method    text    not null,
-    resource  text    not null,
-    project   text,
-    result    text    not null,
-    status    integer not null
-) strict;
-create index audit_log_time on audit_log (time);
+-- `users` (version 1): one row per `user:{email}` (email lowercased), `password_hash` an
+-- Argon2id PHC string, never a password; now with a display name and an update time.
+-- `audit_log` (version 1): one row per mutating control-plane request, in arrival order
+-- (`id`); `resource` is the request path without its query string (never a key string).
+-- Now with `project`, the project the path names as written (id or number; NULL when
+-- none), and the HTTP `status` of the answer.
+alter table users add column display_name text not null default '';
+alter table users add column update_time integer not null default 0;
+alter table audit_log add column project text;
+alter table audit_log add column status integer not null default 0;
 create index audit_log_project on audit_log (project, id);

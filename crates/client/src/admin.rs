@@ -1,0 +1,223 @@
+//! Keyplane-specific administration on the control-plane client: people
+//! (`/v1/keyplane/users`), sign-in (`/v1/keyplane/auth:signIn`) and the audit log
+//! (`/v1/keyplane/auditLogs`). Passwords are sent once and never kept or shown.
+
+use crate::control::{http_client, ControlPlane};
+use crate::error::{ClientError, Secret};
+use crate::http::{read_json, trim_base};
+use reqwest::Method;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// A list is followed for at most this many pages.
+const MAX_PAGES: usize = 1000;
+
+/// A person who signs in (`user:{email}`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct User {
+    #[serde(default)]
+    pub name: String,
+    pub email: String,
+    #[serde(default)]
+    pub display_name: String,
+    #[serde(default)]
+    pub disabled: bool,
+    #[serde(default)]
+    pub create_time: Option<String>,
+    #[serde(default)]
+    pub update_time: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ListUsersResponse {
+    #[serde(default)]
+    users: Vec<User>,
+}
+
+/// One audit entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditLog {
+    pub time: String,
+    #[serde(default)]
+    pub principal: String,
+    pub method: String,
+    pub resource: String,
+    #[serde(default)]
+    pub project: Option<String>,
+    pub result: String,
+    #[serde(default)]
+    pub status: u16,
+}
+
+/// One page of `GET /v1/keyplane/auditLogs`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListAuditLogsResponse {
+    #[serde(default)]
+    pub audit_logs: Vec<AuditLog>,
+    #[serde(default)]
+    pub next_page_token: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct TokenBody {
+    access_token: String,
+}
+
+/// `POST {base}/v1/keyplane/auth:signIn`: a user's access token.
+pub async fn sign_in(base_url: &str, email: &str, password: &str) -> Result<Secret, ClientError> {
+    let resp = http_client()
+        .post(format!("{}/v1/keyplane/auth:signIn", trim_base(base_url)))
+        .timeout(REQUEST_TIMEOUT)
+        .json(&json!({"email": email, "password": password}))
+        .send()
+        .await?;
+    let body: TokenBody = read_json(resp, "POST /v1/keyplane/auth:signIn").await?;
+    Ok(Secret::new(body.access_token))
+}
+
+impl ControlPlane {
+    /// `POST /v1/keyplane/users`.
+    pub async fn create_user(
+        &self,
+        email: &str,
+        password: &str,
+        display_name: Option<&str>,
+    ) -> Result<User, ClientError> {
+        let mut body = json!({"email": email, "password": password});
+        if let Some(d) = display_name {
+            body["displayName"] = Value::String(d.to_owned());
+        }
+        self.admin_call(
+            Method::POST,
+            "/v1/keyplane/users",
+            &[],
+            Some(&body),
+            "POST /v1/keyplane/users",
+        )
+        .await
+    }
+
+    /// `GET /v1/keyplane/users`.
+    pub async fn list_users(&self) -> Result<Vec<User>, ClientError> {
+        let r: ListUsersResponse = self
+            .admin_call(
+                Method::GET,
+                "/v1/keyplane/users",
+                &[],
+                None,
+                "GET /v1/keyplane/users",
+            )
+            .await?;
+        Ok(r.users)
+    }
+
+    /// `POST /v1/keyplane/users/{email}:disable` (or `:enable` with `disabled` false).
+    pub async fn set_user_disabled(
+        &self,
+        email: &str,
+        disabled: bool,
+    ) -> Result<User, ClientError> {
+        if email.is_empty() || email.contains('/') {
+            return Err(ClientError::InvalidArgument(format!(
+                "{email:?} is not an email address"
+            )));
+        }
+        let verb = if disabled { "disable" } else { "enable" };
+        let path = format!("/v1/keyplane/users/{}:{verb}", urlencoding::encode(email));
+        let what = format!("POST /v1/keyplane/users/{{email}}:{verb}");
+        self.admin_call(Method::POST, &path, &[], Some(&json!({})), &what)
+            .await
+    }
+
+    /// One page of `GET /v1/keyplane/auditLogs`.
+    pub async fn list_audit_logs_page(
+        &self,
+        project: Option<&str>,
+        since: Option<&str>,
+        page_size: Option<u32>,
+        page_token: Option<&str>,
+    ) -> Result<ListAuditLogsResponse, ClientError> {
+        let mut query: Vec<(&str, String)> = Vec::new();
+        if let Some(p) = project {
+            query.push(("project", p.to_owned()));
+        }
+        if let Some(s) = since {
+            query.push(("since", s.to_owned()));
+        }
+        if let Some(n) = page_size {
+            query.push(("pageSize", n.to_string()));
+        }
+        if let Some(t) = page_token {
+            query.push(("pageToken", t.to_owned()));
+        }
+        self.admin_call(
+            Method::GET,
+            "/v1/keyplane/auditLogs",
+            &query,
+            None,
+            "GET /v1/keyplane/auditLogs",
+        )
+        .await
+    }
+
+    /// Every audit entry matching the filters, following `nextPageToken`.
+    pub async fn list_audit_logs(
+        &self,
+        project: Option<&str>,
+        since: Option<&str>,
+    ) -> Result<Vec<AuditLog>, ClientError> {
+        let mut all = Vec::new();
+        let mut token: Option<String> = None;
+        for _ in 0..MAX_PAGES {
+            let page = self
+                .list_audit_logs_page(project, since, None, token.as_deref())
+                .await?;
+            all.extend(page.audit_logs);
+            match page.next_page_token.filter(|t| !t.is_empty()) {
+                Some(t) if Some(&t) != token.as_ref() => token = Some(t),
+                _ => break,
+            }
+        }
+        Ok(all)
+    }
+
+    /// One authenticated request; a 401 is retried once with a fresh token.
+    async fn admin_call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+        what: &str,
+    ) -> Result<T, ClientError> {
+        let http = http_client();
+        let url = format!("{}{}", self.base_url(), path);
+        let mut retried = false;
+        loop {
+            let token = self.credentials().access_token().await?;
+            let mut req = http
+                .request(method.clone(), &url)
+                .bearer_auth(token.expose())
+                .timeout(REQUEST_TIMEOUT);
+            if !query.is_empty() {
+                req = req.query(query);
+            }
+            if let Some(b) = body {
+                req = req.json(b);
+            }
+            let resp = req.send().await?;
+            if resp.status() == reqwest::StatusCode::UNAUTHORIZED && !retried {
+                retried = true;
+                self.credentials().invalidate().await;
+                continue;
+            }
+            return read_json(resp, what).await;
+        }
+    }
+}
