@@ -6,7 +6,8 @@
 //! 401 and 403, `failed` otherwise) with the HTTP status.
 //!
 //! Not recorded: the data plane (`/v1*/models/…`, `/v1*/publishers/…`, the project-scoped
-//! Vertex path), `/token` and `auth:signIn` (credentials, not resources), and reads.
+//! Vertex path, ephemeral tokens `/v1alpha/auth_tokens`), `/token` and `auth:signIn`
+//! (credentials, not resources), and reads.
 //!
 //! Also serves `GET /v1/keyplane/auditLogs?project=P&since=RFC3339&pageSize&pageToken`.
 
@@ -62,7 +63,10 @@ pub fn audited(method: &Method, path: &str) -> bool {
     let version = segments.next().unwrap_or_default();
     let collection = segments.next().unwrap_or_default();
     let data_plane = version.starts_with("v1")
-        && (matches!(collection, "models" | "publishers") || path.contains("/publishers/"));
+        && (matches!(
+            collection,
+            "models" | "publishers" | "auth_tokens" | "authTokens"
+        ) || path.contains("/publishers/"));
     !data_plane
 }
 
@@ -221,6 +225,7 @@ mod tests {
         assert!(audited(&Method::POST, "/v1/keyplane/users"));
         assert!(!audited(&Method::GET, "/v2/keys:lookupKey"));
         assert!(!audited(&Method::POST, "/token"));
+        assert!(!audited(&Method::POST, "/v1alpha/auth_tokens"));
         assert!(!audited(&Method::POST, "/v1/keyplane/auth:signIn"));
         assert!(!audited(&Method::POST, "/v1beta/models/m:generateContent"));
         assert!(!audited(
