@@ -236,3 +236,81 @@ async fn service_account_bearer_tokens_need_a_role() {
     .await;
     call(gl).await.ok();
 }
+
+/// The project-scoped Vertex path names the consumer project: a Bearer caller needs
+/// `aiplatform.endpoints.predict` there (an unknown project answers the same 403), and
+/// aiplatform must be enabled in it.
+#[tokio::test]
+async fn project_scoped_vertex_path_checks_the_named_project() {
+    let ctx = server().ctx().await;
+    let (id, number) = project(&ctx, "vxproj").await;
+    let (other, _) = project(&ctx, "vxother").await;
+    let email = create_account(&ctx, &id, "vx-caller").await;
+    let r = ctx
+        .post(
+            &format!("/v1/projects/{id}/serviceAccounts/{email}/keys"),
+            &json!({}),
+        )
+        .await;
+    let data = r.ok()["privateKeyData"].as_str().unwrap().to_owned();
+    use base64::Engine as _;
+    let file: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .unwrap(),
+    )
+    .unwrap();
+    let now = unix_now();
+    let jwt = sign_jwt(
+        file["private_key"].as_str().unwrap(),
+        file["private_key_id"].as_str().unwrap(),
+        &json!({"iss": email, "sub": email, "aud": "https://aiplatform.googleapis.com/",
+                "iat": now, "exp": now + 3600}),
+    );
+    let path = |p: &str| {
+        format!(
+            "/v1/projects/{p}/locations/us-central1/publishers/google/models/{MODEL}:countTokens"
+        )
+    };
+    let call = |p: String| {
+        let req = ctx
+            .http
+            .post(ctx.url(&p))
+            .bearer_auth(&jwt)
+            .json(&count_body());
+        ctx.send(format!("POST {p} (Bearer)"), req)
+    };
+
+    // No role yet: refused, and an unknown project answers alike.
+    call(path(&id)).await.err(403, "PERMISSION_DENIED");
+    let unknown = call(path("no-such-project-1")).await;
+    unknown.err(403, "PERMISSION_DENIED");
+
+    // With Vertex AI User on the project, by id and by number.
+    grant(
+        &ctx,
+        &format!("projects/{id}"),
+        "roles/aiplatform.user",
+        &format!("serviceAccount:{email}"),
+    )
+    .await;
+    let ok = call(path(&id)).await.ok();
+    assert!(ok["totalTokens"].as_i64().unwrap() > 0, "{ok}");
+    call(path(&number)).await.ok();
+    // Not on another project.
+    call(path(&other)).await.err(403, "PERMISSION_DENIED");
+
+    // aiplatform disabled in the project: SERVICE_DISABLED.
+    ctx.set_service(&id, AIP, false).await;
+    call(path(&id))
+        .await
+        .err_reason(403, "PERMISSION_DENIED", "SERVICE_DISABLED");
+    ctx.set_service(&id, AIP, true).await;
+    call(path(&id)).await.ok();
+
+    // No credential at all: 403 as the global path answers.
+    let req = ctx.http.post(ctx.url(&path(&id))).json(&count_body());
+    ctx.send("POST project path (anonymous)".into(), req)
+        .await
+        .err(403, "PERMISSION_DENIED");
+}

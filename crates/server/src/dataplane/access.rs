@@ -206,6 +206,70 @@ pub async fn authorize(
     Err(ApiError::no_credentials())
 }
 
+/// The project-scoped Vertex path (`/{v}/projects/{p}/locations/{l}/publishers/...`): the
+/// path names the consumer project. An OAuth caller (a service-account access token or
+/// self-signed JWT) must hold the call's permission on that project, which must have the
+/// service enabled; an API key must belong to that project. An unknown project and one the
+/// caller may not use answer the same 403.
+pub async fn authorize_in_project(
+    state: &AppState,
+    req: &DataRequest,
+    target: &Target,
+    project: &str,
+) -> Result<DataCaller, ApiError> {
+    let service = target.service;
+    let permission = data_permission(service);
+    let hidden = || ApiError::iam_permission_denied(permission, &format!("projects/{project}"));
+    let found = match project.parse::<i64>() {
+        Ok(n) => state.store.project_by_number(n).await,
+        Err(_) => state.store.project_by_id(project).await,
+    };
+    let number = match found {
+        Ok(p) if p.state == keyplane_core::ProjectState::Active => p.number,
+        Ok(_) | Err(keyplane_store::StoreError::NotFound) => return Err(hidden()),
+        Err(e) => return Err(ApiError::internal_from(e)),
+    };
+    let has_bearer = req
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .is_some_and(|(scheme, t)| scheme.eq_ignore_ascii_case("bearer") && !t.trim().is_empty());
+    if req.api_key().is_some() || !has_bearer {
+        let caller = authorize(state, req, target).await?;
+        if caller.project_number != number {
+            return Err(hidden());
+        }
+        return Ok(caller);
+    }
+    let token = req
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .map(|(_, t)| t.trim().to_owned())
+        .unwrap_or_default();
+    let caller = state.caller_from_bearer(&token).await?;
+    if !allowed(
+        state,
+        &caller.principal,
+        permission,
+        &Resource::Project(number),
+    )
+    .await?
+    {
+        return Err(hidden());
+    }
+    if !state.snapshot.service_enabled(number, service) {
+        return Err(service_disabled(service, number));
+    }
+    Ok(DataCaller {
+        project_number: number,
+        key: None,
+        ephemeral: None,
+    })
+}
+
 /// The IAM permission a data-plane call of `service` needs on the consumer project.
 /// aiplatform: `aiplatform.endpoints.predict` (Vertex AI User / Express User grant it).
 /// generativelanguage: Keyplane's role table has no `generativelanguage.*` permission yet,

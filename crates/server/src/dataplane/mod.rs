@@ -56,6 +56,12 @@ pub fn router() -> Router<AppState> {
                     .fallback(no_such_method),
             )
             .route(
+                &format!(
+                    "/{v}/projects/{{project}}/locations/{{location}}/publishers/{{publisher}}/models/{{*rest}}"
+                ),
+                axum::routing::post(vertex::post_project_model).fallback(no_such_method),
+            )
+            .route(
                 &format!("/{v}/publishers/{{publisher}}/models/{{*rest}}"),
                 get(vertex::get_model)
                     .post(vertex::post_model)

@@ -15,7 +15,7 @@ use keyplane_wire::gemini::GenerateContentRequest;
 use keyplane_wire::{parse_json_body, ApiError};
 use serde_json::{json, Value};
 
-use super::access::{authorize, DataRequest, Target};
+use super::access::{authorize, authorize_in_project, DataRequest, Target};
 use super::{generate, path_or_404, split_model};
 use crate::app::AppState;
 
@@ -85,6 +85,45 @@ pub async fn post_model(
     }
 }
 
+/// `POST /{v}/projects/{p}/locations/{l}/publishers/{publisher}/models/{model}:verb`: the
+/// project-scoped Vertex path, for OAuth callers (see [`authorize_in_project`]).
+pub async fn post_project_model(
+    State(state): State<AppState>,
+    req: DataRequest,
+    path: Result<Path<(String, String, String, String)>, PathRejection>,
+    body: Bytes,
+) -> Response {
+    let (project, _location, publisher, rest) = match path {
+        Ok(Path(p)) => p,
+        Err(_) => {
+            return ApiError::not_found(format!(
+                "The requested URL {} was not found on this server.",
+                req.path
+            ))
+            .into_response()
+        }
+    };
+    let (_, method) = split_model(&rest);
+    let target = Target::vertex(req.version, method.as_deref().unwrap_or("predict"));
+    let caller = match authorize_in_project(&state, &req, &target, &project).await {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    match serve(
+        &state,
+        &req,
+        caller.project_number,
+        &publisher,
+        &rest,
+        &body,
+    )
+    .await
+    {
+        Ok(resp) => resp,
+        Err(e) => e.into_response(),
+    }
+}
+
 async fn post_model_inner(
     state: &AppState,
     req: &DataRequest,
@@ -92,10 +131,23 @@ async fn post_model_inner(
     rest: &str,
     body: &[u8],
 ) -> Result<Response, ApiError> {
-    let (id, method) = split_model(rest);
+    let (_, method) = split_model(rest);
     let verb = method.as_deref().unwrap_or("predict");
     let target = Target::vertex(req.version, verb);
     let caller = authorize(state, req, &target).await?;
+    serve(state, req, caller.project_number, publisher, rest, body).await
+}
+
+/// Answers an authorized Vertex call for `project_number`.
+async fn serve(
+    state: &AppState,
+    req: &DataRequest,
+    project_number: i64,
+    publisher: &str,
+    rest: &str,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let (id, method) = split_model(rest);
     let Some(method) = method else {
         return Err(ApiError::not_found(format!(
             "The requested URL {} was not found on this server (POST needs a method, e.g. :generateContent).",
@@ -105,11 +157,7 @@ async fn post_model_inner(
     match method.as_str() {
         "generateContent" | "streamGenerateContent" | "countTokens" => {}
         "embedContent" | "predict" | "rawPredict" | "streamRawPredict" | "computeTokens" => {
-            return Err(publisher_model_not_found(
-                caller.project_number,
-                publisher,
-                &id,
-            ))
+            return Err(publisher_model_not_found(project_number, publisher, &id))
         }
         _ => {
             return Err(ApiError::not_found(format!(
@@ -120,13 +168,7 @@ async fn post_model_inner(
     }
     let m = match state.models.get(&id) {
         Some(m) if publisher == GOOGLE => m.clone(),
-        _ => {
-            return Err(publisher_model_not_found(
-                caller.project_number,
-                publisher,
-                &id,
-            ))
-        }
+        _ => return Err(publisher_model_not_found(project_number, publisher, &id)),
     };
     // Vertex's countTokens takes the generateContent fields at the top level.
     let gen: GenerateContentRequest = parse_json_body(body)?;
