@@ -80,6 +80,32 @@ async fn create_account(ctx: &Ctx, project: &str, account_id: &str) -> String {
     r.ok()["email"].as_str().expect("email").to_owned()
 }
 
+/// A new key for `email` (through IAM v1), and a self-signed JWT made with it as
+/// google-auth makes one for Vertex AI.
+async fn self_signed_jwt(ctx: &Ctx, project: &str, email: &str) -> String {
+    let r = ctx
+        .post(
+            &format!("/v1/projects/{project}/serviceAccounts/{email}/keys"),
+            &json!({}),
+        )
+        .await;
+    let data = r.ok()["privateKeyData"].as_str().unwrap().to_owned();
+    use base64::Engine as _;
+    let file: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .unwrap(),
+    )
+    .unwrap();
+    let now = unix_now();
+    sign_jwt(
+        file["private_key"].as_str().unwrap(),
+        file["private_key_id"].as_str().unwrap(),
+        &json!({"iss": email, "sub": email, "aud": "https://aiplatform.googleapis.com/",
+                "iat": now, "exp": now + 3600}),
+    )
+}
+
 fn denied(r: &Resp, permission: &str, number: &str) {
     let info = r.err_reason(403, "PERMISSION_DENIED", "IAM_PERMISSION_DENIED");
     assert_eq!(
@@ -167,31 +193,7 @@ async fn service_account_bearer_tokens_need_a_role() {
     let ctx = server().ctx().await;
     let (id, number) = project(&ctx, "bearer").await;
     let email = create_account(&ctx, &id, "bearer-caller").await;
-    let r = ctx
-        .post(
-            &format!("/v1/projects/{id}/serviceAccounts/{email}/keys"),
-            &json!({}),
-        )
-        .await;
-    let data = r.ok()["privateKeyData"].as_str().unwrap().to_owned();
-    use base64::Engine as _;
-    let file: Value = serde_json::from_slice(
-        &base64::engine::general_purpose::STANDARD
-            .decode(data)
-            .unwrap(),
-    )
-    .unwrap();
-    let (pem, kid) = (
-        file["private_key"].as_str().unwrap(),
-        file["private_key_id"].as_str().unwrap(),
-    );
-    let now = unix_now();
-    let jwt = sign_jwt(
-        pem,
-        kid,
-        &json!({"iss": email, "sub": email, "aud": "https://aiplatform.googleapis.com/",
-                "iat": now, "exp": now + 3600}),
-    );
+    let jwt = self_signed_jwt(&ctx, &id, &email).await;
     let call = |path: String| {
         let req = ctx
             .http
@@ -246,27 +248,7 @@ async fn project_scoped_vertex_path_checks_the_named_project() {
     let (id, number) = project(&ctx, "vxproj").await;
     let (other, _) = project(&ctx, "vxother").await;
     let email = create_account(&ctx, &id, "vx-caller").await;
-    let r = ctx
-        .post(
-            &format!("/v1/projects/{id}/serviceAccounts/{email}/keys"),
-            &json!({}),
-        )
-        .await;
-    let data = r.ok()["privateKeyData"].as_str().unwrap().to_owned();
-    use base64::Engine as _;
-    let file: Value = serde_json::from_slice(
-        &base64::engine::general_purpose::STANDARD
-            .decode(data)
-            .unwrap(),
-    )
-    .unwrap();
-    let now = unix_now();
-    let jwt = sign_jwt(
-        file["private_key"].as_str().unwrap(),
-        file["private_key_id"].as_str().unwrap(),
-        &json!({"iss": email, "sub": email, "aud": "https://aiplatform.googleapis.com/",
-                "iat": now, "exp": now + 3600}),
-    );
+    let jwt = self_signed_jwt(&ctx, &id, &email).await;
     let path = |p: &str| {
         format!(
             "/v1/projects/{p}/locations/us-central1/publishers/google/models/{MODEL}:countTokens"
