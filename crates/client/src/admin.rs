@@ -187,7 +187,8 @@ impl ControlPlane {
         Ok(all)
     }
 
-    /// One authenticated request; a 401 is retried once with a fresh token.
+    /// One authenticated request, through [`ControlPlane::call`] (a 401 is retried once
+    /// with a fresh token).
     async fn admin_call<T: DeserializeOwned>(
         &self,
         method: Method,
@@ -196,28 +197,6 @@ impl ControlPlane {
         body: Option<&Value>,
         what: &str,
     ) -> Result<T, ClientError> {
-        let http = http_client();
-        let url = format!("{}{}", self.base_url(), path);
-        let mut retried = false;
-        loop {
-            let token = self.credentials().access_token().await?;
-            let mut req = http
-                .request(method.clone(), &url)
-                .bearer_auth(token.expose())
-                .timeout(REQUEST_TIMEOUT);
-            if !query.is_empty() {
-                req = req.query(query);
-            }
-            if let Some(b) = body {
-                req = req.json(b);
-            }
-            let resp = req.send().await?;
-            if resp.status() == reqwest::StatusCode::UNAUTHORIZED && !retried {
-                retried = true;
-                self.credentials().invalidate().await;
-                continue;
-            }
-            return read_json(resp, what).await;
-        }
+        self.call(method, path, query, body, what).await
     }
 }

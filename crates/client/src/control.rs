@@ -486,7 +486,7 @@ impl ControlPlane {
 
     /// Sends one authenticated request and reads a 200 as `T`. A 401 is retried once
     /// with a fresh token (the cached one may have been revoked or the server restarted).
-    async fn call<T: DeserializeOwned>(
+    pub(crate) async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,

@@ -5,20 +5,17 @@
 //! `projects/-` unless a project is given. A created key's `privateKeyData` (the whole key
 //! file) is a [`Secret`]: `Debug` never shows it.
 
-use crate::control::{http_client, ControlPlane};
+use crate::control::ControlPlane;
 use crate::error::{ClientError, Secret};
-use crate::http::read_json;
 use base64::Engine as _;
 use reqwest::Method;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::fmt;
-use std::time::Duration;
 
 pub use keyplane_wire::iam::{ListServiceAccountsResponse, Role, ServiceAccount};
 
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// A list is followed for at most this many pages.
 const MAX_PAGES: usize = 1000;
 
@@ -430,8 +427,8 @@ impl ControlPlane {
             .await
     }
 
-    /// One authenticated IAM request; a 200 is read as `T`. A 401 is retried once with a
-    /// fresh token.
+    /// One authenticated request, through [`ControlPlane::call`] (a 401 is retried once
+    /// with a fresh token).
     async fn iam_call<T: DeserializeOwned>(
         &self,
         method: Method,
@@ -440,29 +437,7 @@ impl ControlPlane {
         body: Option<&Value>,
         what: &str,
     ) -> Result<T, ClientError> {
-        let http = http_client();
-        let url = format!("{}{}", self.base_url(), path);
-        let mut retried = false;
-        loop {
-            let token = self.credentials().access_token().await?;
-            let mut req = http
-                .request(method.clone(), &url)
-                .bearer_auth(token.expose())
-                .timeout(REQUEST_TIMEOUT);
-            if !query.is_empty() {
-                req = req.query(query);
-            }
-            if let Some(b) = body {
-                req = req.json(b);
-            }
-            let resp = req.send().await?;
-            if resp.status() == reqwest::StatusCode::UNAUTHORIZED && !retried {
-                retried = true;
-                self.credentials().invalidate().await;
-                continue;
-            }
-            return read_json(resp, what).await;
-        }
+        self.call(method, path, query, body, what).await
     }
 }
 

@@ -3,16 +3,13 @@
 //! `organizations/{o}`, the gcloud-like read-modify-write helpers
 //! `add_iam_policy_binding` / `remove_iam_policy_binding`, and `organizations.get|search`.
 
-use crate::control::{http_client, ControlPlane};
+use crate::control::ControlPlane;
 use crate::error::ClientError;
-use crate::http::read_json;
 use reqwest::Method;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use std::time::Duration;
 
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// How many times a read-modify-write is retried when the policy changed meanwhile.
 const POLICY_RETRIES: usize = 5;
 
@@ -227,7 +224,8 @@ impl ControlPlane {
         Ok(resp.organizations)
     }
 
-    /// One authenticated request; a 401 is retried once with a fresh token.
+    /// One authenticated request, through [`ControlPlane::call`] (a 401 is retried once
+    /// with a fresh token).
     async fn policy_call<T: DeserializeOwned>(
         &self,
         method: Method,
@@ -235,26 +233,7 @@ impl ControlPlane {
         body: Option<&Value>,
         what: &str,
     ) -> Result<T, ClientError> {
-        let http = http_client();
-        let url = format!("{}{}", self.base_url(), path);
-        let mut retried = false;
-        loop {
-            let token = self.credentials().access_token().await?;
-            let mut req = http
-                .request(method.clone(), &url)
-                .bearer_auth(token.expose())
-                .timeout(REQUEST_TIMEOUT);
-            if let Some(b) = body {
-                req = req.json(b);
-            }
-            let resp = req.send().await?;
-            if resp.status() == reqwest::StatusCode::UNAUTHORIZED && !retried {
-                retried = true;
-                self.credentials().invalidate().await;
-                continue;
-            }
-            return read_json(resp, what).await;
-        }
+        self.call(method, path, &[], body, what).await
     }
 }
 

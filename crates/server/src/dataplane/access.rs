@@ -57,6 +57,17 @@ impl DataRequest {
             .filter(|s| !s.is_empty())
     }
 
+    /// The `Authorization: Bearer` credential, if any.
+    pub(super) fn bearer(&self) -> Option<String> {
+        self.headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+    }
+
     /// The API key presented: `x-goog-api-key`, else `?key=`.
     pub(super) fn api_key(&self) -> Option<String> {
         self.header("x-goog-api-key")
@@ -173,15 +184,7 @@ pub async fn authorize(
             ephemeral: None,
         });
     }
-    let bearer = req
-        .headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, t)| t.trim().to_owned())
-        .filter(|t| !t.is_empty());
-    if let Some(token) = bearer {
+    if let Some(token) = req.bearer() {
         // A service-account token: the account's own project is the consumer.
         let caller = state.caller_from_bearer(&token).await?;
         let email = caller
@@ -229,26 +232,16 @@ pub async fn authorize_in_project(
         Ok(_) | Err(keyplane_store::StoreError::NotFound) => return Err(hidden()),
         Err(e) => return Err(ApiError::internal_from(e)),
     };
-    let has_bearer = req
-        .headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .is_some_and(|(scheme, t)| scheme.eq_ignore_ascii_case("bearer") && !t.trim().is_empty());
-    if req.api_key().is_some() || !has_bearer {
-        let caller = authorize(state, req, target).await?;
-        if caller.project_number != number {
-            return Err(hidden());
+    let token = match req.bearer() {
+        Some(token) if req.api_key().is_none() => token,
+        _ => {
+            let caller = authorize(state, req, target).await?;
+            if caller.project_number != number {
+                return Err(hidden());
+            }
+            return Ok(caller);
         }
-        return Ok(caller);
-    }
-    let token = req
-        .headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .map(|(_, t)| t.trim().to_owned())
-        .unwrap_or_default();
+    };
     let caller = state.caller_from_bearer(&token).await?;
     if !allowed(
         state,
