@@ -1242,6 +1242,33 @@ async fn org_policy_gates_keys_bound_to_service_accounts() {
         ),
         false
     );
+    // `set --enforce true|false` does the same as the two verbs above.
+    cli_ok(
+        s,
+        &[
+            "org-policies",
+            "set",
+            CONSTRAINT,
+            "--project",
+            &project_id,
+            "--enforce",
+            "true",
+        ],
+    );
+    assert_eq!(enforce_of(&ctx.get(&policy_path).await.ok()), true);
+    cli_ok(
+        s,
+        &[
+            "org-policies",
+            "set",
+            CONSTRAINT,
+            "--project",
+            &project_id,
+            "--enforce",
+            "false",
+        ],
+    );
+    assert_eq!(enforce_of(&ctx.get(&policy_path).await.ok()), false);
     let org_shown = cli_json(s, &["org-policies", "describe", CONSTRAINT]);
     assert_eq!(org_shown["name"], format!("{org}/policies/{CONSTRAINT}"));
     cli_ok(

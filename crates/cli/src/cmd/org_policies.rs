@@ -28,6 +28,14 @@ pub enum OrgPoliciesCommand {
         #[command(flatten)]
         target: Target,
     },
+    /// Set a boolean constraint's policy: `set CONSTRAINT --enforce true|false`
+    Set {
+        #[command(flatten)]
+        target: Target,
+        /// Whether the constraint is enforced on the resource
+        #[arg(long, value_name = "BOOL", action = clap::ArgAction::Set)]
+        enforce: bool,
+    },
     /// Delete the policy set on the resource (it inherits again)
     Delete {
         #[command(flatten)]
@@ -84,6 +92,7 @@ pub async fn run(ctx: &Ctx, cmd: OrgPoliciesCommand) -> anyhow::Result<()> {
         }
         OrgPoliciesCommand::EnableEnforce { target } => set(ctx, &cp, &target, true).await?,
         OrgPoliciesCommand::DisableEnforce { target } => set(ctx, &cp, &target, false).await?,
+        OrgPoliciesCommand::Set { target, enforce } => set(ctx, &cp, &target, enforce).await?,
         OrgPoliciesCommand::Delete { target } => {
             let parent = target.parent(&cp).await?;
             cp.delete_org_policy(&parent, target.constraint()).await?;
