@@ -2,10 +2,10 @@
 
 `client.auth_tokens.create` (v1alpha) mints the token with a normal key. The SDK itself
 refuses to send an `auth_tokens/...` key on REST (EphemeralTokenAPIKeyError: "Ephemeral
-tokens can only be used with the live API."), and Keyplane does not serve the Live
-WebSocket yet, so the token's uses are then spent over REST with exactly the credentials
-the SDK's Live client sends (`Authorization: Token auth_tokens/...` plus the token in
-`x-goog-api-key`), and with the JS SDK's `?access_token=`.
+tokens can only be used with the live API."); test_live.py spends tokens through the SDK's
+Live client. Here the token's uses are spent over REST (which Keyplane also accepts) with
+exactly the credentials the SDK's Live client sends (`Authorization: Token auth_tokens/...`
+plus the token in `x-goog-api-key`), and with the JS SDK's `?access_token=`.
 """
 
 from __future__ import annotations

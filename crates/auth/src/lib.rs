@@ -2,13 +2,16 @@
 //!
 //! Owns: the in-memory snapshot of API keys (lookup hash -> key entry) and of project
 //! service states, kept current by the control plane on every write; RS256 JWT
-//! verification against service-account public keys; access-token minting and lookup.
+//! verification against service-account public keys; access-token minting and lookup; the
+//! read-through cache of service accounts and IAM policies ([`Directory`]).
 //! Must not touch: HTTP types, wire formats, SQL. Nothing here reads the database on a
-//! data-plane request except an access-token cache miss.
+//! data-plane request except a cache miss.
 
+pub mod directory;
 pub mod jwt;
 pub mod restrictions;
 pub mod snapshot;
 pub mod tokens;
 
+pub use directory::Directory;
 pub use snapshot::{KeyDenied, KeyEntry, KeyPermit, Snapshot};

@@ -116,13 +116,18 @@ fn present(s: Option<&str>) -> Option<&str> {
 
 /// Checks a key's restrictions in Google's order: API targets first, then the client
 /// restriction (IPs, referrers, Android apps, iOS apps; a valid key has at most one).
-pub fn check(r: &Restrictions, call: Call<'_>, client: &Client<'_>) -> Result<(), Denied> {
+pub fn check<R: KeyRestrictions + ?Sized>(
+    restricted: &R,
+    call: Call<'_>,
+    client: &Client<'_>,
+) -> Result<(), Denied> {
+    let r = restricted.restrictions();
     if !api_targets_allow(&r.api_targets, call.service, call.method) {
         return Err(Denied::Service);
     }
     if let Some(server) = &r.server_key_restrictions {
         let allowed = match &client.address {
-            CallerAddress::Known(ip) => ip_allowed(&server.allowed_ips, *ip),
+            CallerAddress::Known(ip) => restricted.server_ip_allowed(&server.allowed_ips, *ip),
             CallerAddress::Unknown(_) => false,
         };
         if !allowed {
@@ -155,6 +160,72 @@ pub fn check(r: &Restrictions, call: Call<'_>, client: &Client<'_>) -> Result<()
     Ok(())
 }
 
+/// Restrictions as [`check`] reads them: plain [`Restrictions`] (parsed on every call) or
+/// [`CompiledRestrictions`] (the snapshot's form, parsed once).
+pub trait KeyRestrictions {
+    fn restrictions(&self) -> &Restrictions;
+
+    /// Whether `ip` matches `allowed` (this value's `serverKeyRestrictions.allowedIps`).
+    fn server_ip_allowed(&self, allowed: &[String], ip: IpAddr) -> bool {
+        ip_allowed(allowed, ip)
+    }
+}
+
+impl KeyRestrictions for Restrictions {
+    fn restrictions(&self) -> &Restrictions {
+        self
+    }
+}
+
+impl<T: KeyRestrictions + ?Sized> KeyRestrictions for std::sync::Arc<T> {
+    fn restrictions(&self) -> &Restrictions {
+        (**self).restrictions()
+    }
+    fn server_ip_allowed(&self, allowed: &[String], ip: IpAddr) -> bool {
+        (**self).server_ip_allowed(allowed, ip)
+    }
+}
+
+/// A key's restrictions with the server-IP list parsed ahead of the request path.
+/// Reads as the [`Restrictions`] it was made from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompiledRestrictions {
+    restrictions: Restrictions,
+    /// `allowedIps` as ranges; entries that do not parse are left out (they never match).
+    allowed_nets: Vec<IpNet>,
+}
+
+impl CompiledRestrictions {
+    pub fn new(restrictions: Restrictions) -> Self {
+        let allowed_nets = restrictions
+            .server_key_restrictions
+            .iter()
+            .flat_map(|s| s.allowed_ips.iter())
+            .filter_map(|a| a.parse::<IpNet>().ok())
+            .collect();
+        CompiledRestrictions {
+            restrictions,
+            allowed_nets,
+        }
+    }
+}
+
+impl std::ops::Deref for CompiledRestrictions {
+    type Target = Restrictions;
+    fn deref(&self) -> &Restrictions {
+        &self.restrictions
+    }
+}
+
+impl KeyRestrictions for CompiledRestrictions {
+    fn restrictions(&self) -> &Restrictions {
+        &self.restrictions
+    }
+    fn server_ip_allowed(&self, _allowed: &[String], ip: IpAddr) -> bool {
+        self.allowed_nets.iter().any(|n| n.contains(ip))
+    }
+}
+
 // =========================================================================================
 // API targets
 // =========================================================================================
@@ -170,32 +241,59 @@ pub fn api_targets_allow(targets: &[ApiTarget], service: &str, method: &str) -> 
 }
 
 /// One `ApiTarget.methods` entry against a full RPC method name (see the module docs).
+/// Compares ASCII case-insensitively in place: no allocation on the request path.
 pub fn method_matches(pattern: &str, service: &str, method: &str) -> bool {
-    let pattern = pattern.trim().to_ascii_lowercase();
-    let full = method.trim().to_ascii_lowercase();
-    let service_prefix = format!("{}.", service.trim().to_ascii_lowercase());
+    let pattern = pattern.trim().as_bytes();
+    let full = method.trim().as_bytes();
+    let service = service.trim().as_bytes();
     if pattern.is_empty() || full.is_empty() {
         return false;
     }
-    let pattern = match pattern.strip_prefix(&service_prefix) {
-        Some(rest) if !rest.is_empty() => rest,
-        _ => pattern.as_str(),
-    };
-    let simple = full.rsplit('.').next().unwrap_or(&full);
-    // `full` and every tail of it that starts after a dot.
-    let tails =
-        std::iter::once(full.as_str()).chain(full.match_indices('.').map(|(i, _)| &full[i + 1..]));
-    match pattern.strip_suffix('*') {
-        Some(prefix) => {
-            if prefix.contains('*') {
-                false
-            } else if prefix.contains('.') {
-                tails.clone().any(|t| t.starts_with(prefix))
+    // `{service}.` in front of the pattern is dropped (unless nothing follows it).
+    let pattern = match pattern.len().checked_sub(service.len() + 1) {
+        Some(rest) if rest > 0 => {
+            let (head, tail) = pattern.split_at(service.len());
+            if head.eq_ignore_ascii_case(service) && tail[0] == b'.' {
+                &tail[1..]
             } else {
-                simple.starts_with(prefix)
+                pattern
             }
         }
-        None => !pattern.contains('*') && tails.clone().any(|t| t == pattern),
+        _ => pattern,
+    };
+    let simple = match full.iter().rposition(|&b| b == b'.') {
+        Some(i) => &full[i + 1..],
+        None => full,
+    };
+    // `full` and every tail of it that starts after a dot.
+    let tails = std::iter::once(full).chain(
+        full.iter()
+            .enumerate()
+            .filter(|(_, &b)| b == b'.')
+            .map(|(i, _)| &full[i + 1..]),
+    );
+    let starts_with = |s: &[u8], prefix: &[u8]| {
+        s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix)
+    };
+    match pattern.split_last() {
+        Some((b'*', prefix)) => {
+            if prefix.contains(&b'*') {
+                false
+            } else if prefix.contains(&b'.') {
+                tails.into_iter().any(|t| starts_with(t, prefix))
+            } else {
+                starts_with(simple, prefix)
+            }
+        }
+        // An exact pattern can only equal the one tail of its own length.
+        _ => {
+            let Some(start) = full.len().checked_sub(pattern.len()) else {
+                return false;
+            };
+            !pattern.contains(&b'*')
+                && (start == 0 || full[start - 1] == b'.')
+                && full[start..].eq_ignore_ascii_case(pattern)
+        }
     }
 }
 
@@ -279,7 +377,10 @@ impl FromStr for IpNet {
             Some((a, p)) => (a, Some(p)),
             None => (t, None),
         };
-        let addr: IpAddr = addr.parse().map_err(|_| bad())?;
+        let addr: IpAddr = match parse_ipv4(addr) {
+            Some(v4) => IpAddr::V4(v4),
+            None => addr.parse().map_err(|_| bad())?,
+        };
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
             None => max,
@@ -289,6 +390,32 @@ impl FromStr for IpNet {
             Some(_) => return Err(bad()),
         };
         Ok(IpNet { addr, prefix })
+    }
+}
+
+/// Dotted-quad IPv4 exactly as `Ipv4Addr::from_str` reads it (four decimal octets of one
+/// to three digits, no leading zeros, at most 255), without its general parser: allowed-IP
+/// lists are read on every request. `None` for anything else.
+fn parse_ipv4(s: &str) -> Option<Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut parts = s.as_bytes().split(|&b| b == b'.');
+    for octet in &mut octets {
+        let part = parts.next()?;
+        if part.is_empty() || part.len() > 3 || (part.len() > 1 && part[0] == b'0') {
+            return None;
+        }
+        let mut n: u16 = 0;
+        for &b in part {
+            if !b.is_ascii_digit() {
+                return None;
+            }
+            n = n * 10 + u16::from(b - b'0');
+        }
+        *octet = u8::try_from(n).ok()?;
+    }
+    match parts.next() {
+        None => Some(Ipv4Addr::from(octets)),
+        Some(_) => None,
     }
 }
 
@@ -1217,6 +1344,35 @@ mod tests {
         );
     }
 
+    /// `method_matches` as first written, allocating lowercase copies: the definition.
+    fn method_matches_by_definition(pattern: &str, service: &str, method: &str) -> bool {
+        let pattern = pattern.trim().to_ascii_lowercase();
+        let full = method.trim().to_ascii_lowercase();
+        let service_prefix = format!("{}.", service.trim().to_ascii_lowercase());
+        if pattern.is_empty() || full.is_empty() {
+            return false;
+        }
+        let pattern = match pattern.strip_prefix(&service_prefix) {
+            Some(rest) if !rest.is_empty() => rest,
+            _ => pattern.as_str(),
+        };
+        let simple = full.rsplit('.').next().unwrap_or(&full);
+        let tails = std::iter::once(full.as_str())
+            .chain(full.match_indices('.').map(|(i, _)| &full[i + 1..]));
+        match pattern.strip_suffix('*') {
+            Some(prefix) => {
+                if prefix.contains('*') {
+                    false
+                } else if prefix.contains('.') {
+                    tails.clone().any(|t| t.starts_with(prefix))
+                } else {
+                    simple.starts_with(prefix)
+                }
+            }
+            None => !pattern.contains('*') && tails.clone().any(|t| t == pattern),
+        }
+    }
+
     // --- properties -----------------------------------------------------------------------
 
     fn label() -> impl Strategy<Value = String> {
@@ -1282,6 +1438,63 @@ mod tests {
         fn single_address_matches_only_itself(a in any::<u32>(), b in any::<u32>()) {
             let allowed = vec![Ipv4Addr::from(a).to_string()];
             prop_assert_eq!(ip_allowed(&allowed, IpAddr::V4(Ipv4Addr::from(b))), a == b);
+        }
+
+        /// The in-place matcher answers as the plain lowercase-and-compare definition.
+        #[test]
+        fn method_matches_its_definition(
+            pattern in "[ ]?(generativelanguage\\.googleapis\\.com\\.|GenerativeLanguage\\.googleapis\\.COM\\.)?[a-zA-Z.*]{0,20}[ ]?",
+            method in "[a-zA-Z.]{0,30}",
+            svc in prop::sample::select(vec![GL, "GenerativeLanguage.googleapis.com", "", "x"]),
+        ) {
+            prop_assert_eq!(method_matches(&pattern, svc, &method), method_matches_by_definition(&pattern, svc, &method));
+            prop_assert_eq!(method_matches(&pattern, svc, GEN), method_matches_by_definition(&pattern, svc, GEN));
+        }
+
+        /// The quick IPv4 reader accepts exactly what the standard one does, with the same value.
+        #[test]
+        fn quick_ipv4_agrees_with_std(s in "[0-9.]{0,17}", a in any::<u32>()) {
+            prop_assert_eq!(parse_ipv4(&s), s.parse::<Ipv4Addr>().ok());
+            let text = Ipv4Addr::from(a).to_string();
+            prop_assert_eq!(parse_ipv4(&text), Some(Ipv4Addr::from(a)));
+        }
+
+        /// Compiled restrictions decide as the plain ones they were made from.
+        #[test]
+        fn compiled_restrictions_decide_as_plain(
+            ips in prop::collection::vec(
+                prop_oneof![
+                    (any::<u32>(), 0u8..=32).prop_map(|(a, p)| format!("{}/{p}", Ipv4Addr::from(a))),
+                    any::<u32>().prop_map(|a| Ipv4Addr::from(a).to_string()),
+                    (any::<u128>(), 0u8..=128).prop_map(|(a, p)| format!("{}/{p}", Ipv6Addr::from(a))),
+                    "[0-9a-f.:/ ]{0,12}",
+                ],
+                0..5,
+            ),
+            caller in any::<u32>(),
+            near in any::<bool>(),
+        ) {
+            let r = Restrictions {
+                server_key_restrictions: Some(ServerKeyRestrictions { allowed_ips: ips.clone() }),
+                api_targets: vec![target(GL, &["Generate*"])],
+                ..Restrictions::default()
+            };
+            let compiled = CompiledRestrictions::new(r.clone());
+            // A caller inside the first range half the time, anywhere otherwise.
+            let ip = match ips.first().and_then(|a| a.parse::<IpNet>().ok()) {
+                Some(n) if near => n.addr(),
+                _ => IpAddr::V4(Ipv4Addr::from(caller)),
+            };
+            let client = Client { address: CallerAddress::Known(ip), ..Client::default() };
+            for method in [GEN, "google.ai.generativelanguage.v1beta.ModelService.ListModels"] {
+                let call = Call { service: GL, method };
+                prop_assert_eq!(check(&compiled, call, &client), check(&r, call, &client));
+                prop_assert_eq!(
+                    check(&std::sync::Arc::new(compiled.clone()), call, &client),
+                    check(&r, call, &client)
+                );
+            }
+            prop_assert_eq!(&*compiled, &r);
         }
 
         /// Parsing and matching never panic on arbitrary input.

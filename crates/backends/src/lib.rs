@@ -2,11 +2,14 @@
 //!
 //! Owns: the neutral request/response types ([`ChatRequest`], [`Completion`],
 //! [`StreamEvent`]), the [`Backend`] trait every backend implements, and the backends
-//! themselves (today: [`local::LocalBackend`], SmolLM2 through llama.cpp).
-//! Must not touch: Gemini wire types, HTTP, auth, quota or the store. The server maps
-//! wire requests to these types and [`BackendError`] to google.rpc.Status.
+//! themselves (today: [`local::LocalBackend`], SmolLM2 through llama.cpp), and the
+//! Gemini-upstream pass-through ([`upstream::UpstreamClient`]), which forwards bytes and
+//! so stands outside the [`Backend`] trait.
+//! Must not touch: Gemini wire types, auth, quota or the store. The server maps wire
+//! requests to these types and [`BackendError`] to google.rpc.Status.
 
 pub mod local;
+pub mod upstream;
 
 /// Who wrote a turn of the conversation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -93,7 +93,7 @@ pub struct ServeArgs {
     )]
     pub data_dir: PathBuf,
     /// Configuration file (TOML)
-    #[arg(long = "config", value_name = "FILE")]
+    #[arg(long = "config", env = "KEYPLANE_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// The local model's GGUF file
     #[arg(long, env = "KEYPLANE_MODEL", value_name = "PATH")]

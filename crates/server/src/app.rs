@@ -2,6 +2,7 @@
 
 use keyplane_auth::tokens::TokenCache;
 use keyplane_auth::Snapshot;
+use keyplane_backends::upstream::UpstreamClient;
 use keyplane_backends::Backend;
 use keyplane_core::ServerSecret;
 use keyplane_store::Store;
@@ -17,8 +18,16 @@ pub struct RoutedModel {
     pub backend_model: String,
     pub display_name: String,
     pub description: String,
-    pub backend: Arc<dyn Backend>,
+    pub route: Route,
     pub info: keyplane_backends::ModelInfo,
+}
+
+/// Who answers a model: a [`Backend`] fed neutral chat requests, or the Gemini upstream,
+/// which gets the caller's (validated) bytes as they are.
+#[derive(Clone)]
+pub enum Route {
+    Local(Arc<dyn Backend>),
+    Upstream(Arc<UpstreamClient>),
 }
 
 /// Model name -> backend, including aliases.
@@ -37,6 +46,8 @@ pub struct App {
     pub store: Arc<dyn Store>,
     pub secret: ServerSecret,
     pub snapshot: Snapshot,
+    /// Service accounts and IAM policies the request path reads, emptied on every write.
+    pub directory: keyplane_auth::Directory,
     pub tokens: TokenCache,
     pub models: ModelRouter,
     pub organization: i64,

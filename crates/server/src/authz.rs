@@ -63,21 +63,26 @@ pub fn denied_on_project(permission: &str, project_ref: &str) -> ApiError {
 /// The policy set on `resource` alone, or Google's empty policy (etag `ACAB`).
 pub async fn policy(state: &AppState, resource: &Resource) -> Result<Policy, ApiError> {
     Ok(state
-        .store
-        .iam_policy(&resource.name(state))
-        .await
-        .map_err(store_error)?
+        .own_policy(&resource.name(state))
+        .await?
+        .map(|p| Policy::clone(&p))
         .unwrap_or_else(Policy::empty))
 }
 
 /// The policies that apply to `resource`, the resource's own first.
+/// (A resource without a policy grants nothing, so it adds none.)
 async fn effective_policies(
     state: &AppState,
     resource: &Resource,
-) -> Result<Vec<Policy>, ApiError> {
-    let mut out = vec![policy(state, resource).await?];
+) -> Result<Vec<std::sync::Arc<Policy>>, ApiError> {
+    let mut out = Vec::with_capacity(2);
+    out.extend(state.own_policy(&resource.name(state)).await?);
     if let Resource::Project(_) = resource {
-        out.push(policy(state, &Resource::Organization).await?);
+        out.extend(
+            state
+                .own_policy(&Resource::Organization.name(state))
+                .await?,
+        );
     }
     Ok(out)
 }
@@ -214,11 +219,12 @@ pub async fn grant_creator_owner(
         policy.add_binding("roles/owner", principal);
         policy.version = 1;
         policy.etag = iam::new_policy_etag();
-        match state
+        let put = state
             .store
             .put_iam_policy(&resource, &policy, expected.as_deref())
-            .await
-        {
+            .await;
+        state.directory.forget_policy(&resource);
+        match put {
             Ok(()) => return Ok(()),
             Err(StoreError::EtagMismatch) => continue,
             Err(e) => return Err(store_error(e)),

@@ -3,12 +3,14 @@
 use axum::extract::FromRequestParts;
 use http::request::Parts;
 use keyplane_auth::jwt;
+use keyplane_core::iam::Policy;
 use keyplane_core::{now, ServiceAccount, ServiceAccountKey};
 use keyplane_store::StoreError;
 use keyplane_wire::cloud::ServiceAccountKeyFile;
 use keyplane_wire::ApiError;
 use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
 use rsa::RsaPrivateKey;
+use std::sync::Arc;
 use time::Duration;
 
 use crate::app::AppState;
@@ -107,13 +109,39 @@ pub fn bearer(parts: &Parts) -> Option<&str> {
 }
 
 impl AppState {
+    /// A service account through the directory cache (`None`: there is no such account).
+    pub async fn account(&self, email: &str) -> Result<Option<Arc<ServiceAccount>>, ApiError> {
+        if let Some(cached) = self.directory.account(email) {
+            return Ok(cached);
+        }
+        let generation = self.directory.generation();
+        let found = match self.store.service_account(email).await {
+            Ok(sa) => Some(sa),
+            Err(StoreError::NotFound) => None,
+            Err(e) => return Err(ApiError::internal_from(e)),
+        };
+        Ok(self.directory.put_account(email, found, generation))
+    }
+
+    /// The IAM policy set on `resource` itself, through the directory cache.
+    pub async fn own_policy(&self, resource: &str) -> Result<Option<Arc<Policy>>, ApiError> {
+        if let Some(cached) = self.directory.policy(resource) {
+            return Ok(cached);
+        }
+        let generation = self.directory.generation();
+        let found = self
+            .store
+            .iam_policy(resource)
+            .await
+            .map_err(ApiError::internal_from)?;
+        Ok(self.directory.put_policy(resource, found, generation))
+    }
+
     /// The enabled service account behind a verified credential, or 401.
-    async fn enabled_account(&self, email: &str) -> Result<ServiceAccount, ApiError> {
-        match self.store.service_account(email).await {
-            Ok(sa) if !sa.disabled => Ok(sa),
-            Ok(_) => Err(invalid_credentials("ACCOUNT_STATE_INVALID")),
-            Err(StoreError::NotFound) => Err(invalid_credentials("ACCOUNT_STATE_INVALID")),
-            Err(e) => Err(ApiError::internal_from(e)),
+    async fn enabled_account(&self, email: &str) -> Result<Arc<ServiceAccount>, ApiError> {
+        match self.account(email).await? {
+            Some(sa) if !sa.disabled => Ok(sa),
+            _ => Err(invalid_credentials("ACCOUNT_STATE_INVALID")),
         }
     }
 
@@ -121,7 +149,7 @@ impl AppState {
     pub async fn verify_service_account_jwt(
         &self,
         token: &str,
-    ) -> Result<(ServiceAccount, jwt::Claims), jwt::JwtError> {
+    ) -> Result<(Arc<ServiceAccount>, jwt::Claims), jwt::JwtError> {
         let unverified = jwt::decode(token)?;
         let kid = unverified.key_id()?.to_owned();
         let key = match self.store.service_account_key(&kid).await {
@@ -138,8 +166,8 @@ impl AppState {
         if claims.iss != key.service_account_email {
             return Err(jwt::JwtError::Signature);
         }
-        match self.store.service_account(&key.service_account_email).await {
-            Ok(sa) if !sa.disabled => Ok((sa, claims)),
+        match self.account(&key.service_account_email).await {
+            Ok(Some(sa)) if !sa.disabled => Ok((sa, claims)),
             _ => Err(jwt::JwtError::Signature),
         }
     }

@@ -20,6 +20,7 @@ use axum::extract::Request;
 use axum::response::IntoResponse;
 use axum::Router;
 use keyplane_backends::local::{LocalBackend, LocalOptions};
+use keyplane_backends::upstream::UpstreamClient;
 use keyplane_backends::Backend;
 use keyplane_store::{SqliteStore, Store};
 use keyplane_wire::ApiError;
@@ -27,7 +28,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::app::{App, AppState, ModelRouter, RoutedModel};
+use crate::app::{App, AppState, ModelRouter, Route, RoutedModel};
 use crate::settings::{Settings, LOCAL_MODEL_ID};
 
 /// How `keyplane serve` runs.
@@ -79,8 +80,13 @@ pub fn find_model(config: &Config) -> anyhow::Result<PathBuf> {
         })
 }
 
-/// The routing table: the local model under its own id and every configured alias.
-pub fn build_models(settings: &Settings, backend: Arc<dyn Backend>) -> anyhow::Result<ModelRouter> {
+/// The routing table: the local model under its own id, the upstream's models under
+/// theirs, and every configured alias (an alias never hides an upstream model).
+pub fn build_models(
+    settings: &Settings,
+    backend: Arc<dyn Backend>,
+    upstream: Option<Arc<UpstreamClient>>,
+) -> anyhow::Result<ModelRouter> {
     let mut router = ModelRouter::default();
     for info in backend.models() {
         router.models.insert(
@@ -90,12 +96,42 @@ pub fn build_models(settings: &Settings, backend: Arc<dyn Backend>) -> anyhow::R
                 backend_model: info.id.clone(),
                 display_name: info.display_name.clone(),
                 description: info.description.clone(),
-                backend: backend.clone(),
+                route: Route::Local(backend.clone()),
                 info,
             },
         );
     }
+    let upstream_models: &[String] = match (&settings.upstream, &upstream) {
+        (Some(u), Some(_)) => &u.models,
+        _ => &[],
+    };
+    if let Some(client) = &upstream {
+        for id in upstream_models {
+            anyhow::ensure!(
+                !id.is_empty()
+                    && id
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b)),
+                "[upstream] models: {id:?} is not a model id (letters, digits, '-', '.', '_')"
+            );
+            let info = upstream_model_info(id);
+            router.models.insert(
+                id.clone(),
+                RoutedModel {
+                    id: id.clone(),
+                    backend_model: id.clone(),
+                    display_name: info.display_name.clone(),
+                    description: info.description.clone(),
+                    route: Route::Upstream(client.clone()),
+                    info,
+                },
+            );
+        }
+    }
     for (alias, target) in &settings.aliases {
+        if upstream_models.contains(alias) {
+            continue;
+        }
         let target_model = router
             .models
             .get(target)
@@ -110,6 +146,34 @@ pub fn build_models(settings: &Settings, backend: Arc<dyn Backend>) -> anyhow::R
         );
     }
     Ok(router)
+}
+
+/// What models.get says of an upstream model. The upstream is not asked (it may be down
+/// at start); the limits are those of Gemini 2.5's models.
+fn upstream_model_info(id: &str) -> keyplane_backends::ModelInfo {
+    keyplane_backends::ModelInfo {
+        id: id.to_owned(),
+        display_name: id.to_owned(),
+        description: format!("models/{id}, answered by the upstream Gemini API."),
+        input_token_limit: 1_048_576,
+        output_token_limit: 65_536,
+        temperature: 1.0,
+        top_p: 0.95,
+        top_k: 64,
+        max_temperature: 2.0,
+    }
+}
+
+/// The upstream client `[upstream]` asks for, with its key from the environment; `None`
+/// without an `[upstream]` table.
+pub fn upstream_client(settings: &Settings) -> anyhow::Result<Option<Arc<UpstreamClient>>> {
+    let Some(u) = &settings.upstream else {
+        return Ok(None);
+    };
+    let key = u.api_key()?;
+    let client =
+        UpstreamClient::new(&u.base_url, &key).map_err(|e| anyhow::anyhow!("[upstream] {e}"))?;
+    Ok(Some(Arc::new(client)))
 }
 
 /// The whole HTTP surface.
@@ -208,6 +272,9 @@ async fn catch_panics(req: Request, next: axum::middleware::Next) -> axum::respo
     }
 }
 
+/// Keys read from the store per query when the snapshot is built.
+const SNAPSHOT_PAGE: u32 = 10_000;
+
 /// Opens the data directory and builds the state every handler shares.
 pub async fn build_state(
     config: &Config,
@@ -225,12 +292,21 @@ pub async fn build_state(
 
     // The request path's in-memory view.
     let snapshot = keyplane_auth::Snapshot::new();
-    for key in store
-        .all_live_keys()
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?
-    {
-        snapshot.upsert_key(&key);
+    // Page by page: with a million keys, the whole table in one Vec (plus its rows) would
+    // double the memory high-water mark and the start-up time.
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let (keys, next) = store
+            .live_keys_page(after.as_deref(), SNAPSHOT_PAGE)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        for key in &keys {
+            snapshot.upsert_key(key);
+        }
+        match next {
+            Some(cursor) => after = Some(cursor),
+            None => break,
+        }
     }
     let mut page = keyplane_store::PageRequest::default();
     loop {
@@ -255,11 +331,13 @@ pub async fn build_state(
             None => break,
         }
     }
-    let models = build_models(&settings, backend)?;
+    let upstream = upstream_client(&settings)?;
+    let models = build_models(&settings, backend, upstream)?;
     Ok(AppState(Arc::new(App {
         store,
         secret,
         snapshot,
+        directory: Default::default(),
         tokens: Default::default(),
         models,
         organization: boot.organization,
@@ -272,6 +350,8 @@ pub async fn build_state(
 /// `keyplane listening on http://ADDR`.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let settings = Settings::load(config.config_file.as_deref())?;
+    // A missing upstream key fails here, before the model is loaded.
+    upstream_client(&settings)?;
     let model_path = find_model(&config)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -318,6 +398,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         writeln!(out, "keyplane listening on {base_url}")?;
         out.flush()?;
     }
+    // No Nagle delay on accepted connections: a streamed event (SSE) goes out when it is
+    // written, not after the client's delayed ACK (~40 ms per event otherwise).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY on a connection");
+        }
+    });
     // The peer address reaches handlers (server IP restrictions read it).
     axum::serve(
         listener,

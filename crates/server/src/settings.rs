@@ -1,4 +1,5 @@
-//! The optional TOML configuration file: model aliases and local-backend settings.
+//! The optional TOML configuration file: model aliases, local-backend settings and the
+//! Gemini upstream.
 
 use keyplane_auth::restrictions::IpNet;
 use serde::Deserialize;
@@ -18,6 +19,56 @@ pub struct Settings {
     /// restrictions behind a reverse proxy. Empty: the socket's peer is the caller. The
     /// environment variable `KEYPLANE_TRUSTED_PROXIES` (comma-separated) replaces it.
     pub trusted_proxies: Vec<IpNet>,
+    /// `[upstream]`: models answered by a Gemini-wire upstream with a server-held key.
+    pub upstream: Option<UpstreamSettings>,
+}
+
+/// The environment variable that holds the upstream key unless `api_key_env` says otherwise.
+pub const DEFAULT_UPSTREAM_KEY_ENV: &str = "KEYPLANE_UPSTREAM_API_KEY";
+
+/// `[upstream]`: where the Gemini API is, which environment variable holds its key, and
+/// which model ids it answers (they win over an alias of the same name).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamSettings {
+    /// The Gemini API root, without a version (`https://generativelanguage.googleapis.com`).
+    pub base_url: String,
+    /// The name of the environment variable holding the upstream key (never the key).
+    pub api_key_env: String,
+    /// Model ids served by the upstream, e.g. `["gemini-2.5-flash"]`.
+    pub models: Vec<String>,
+}
+
+impl Default for UpstreamSettings {
+    fn default() -> Self {
+        UpstreamSettings {
+            base_url: keyplane_backends::upstream::DEFAULT_BASE_URL.to_owned(),
+            api_key_env: DEFAULT_UPSTREAM_KEY_ENV.to_owned(),
+            models: Vec::new(),
+        }
+    }
+}
+
+impl UpstreamSettings {
+    /// The upstream key from `api_key_env`; its absence is a start-up error that names the
+    /// variable (and never shows a value).
+    pub fn api_key(&self) -> anyhow::Result<String> {
+        match std::env::var(&self.api_key_env) {
+            Ok(k) if !k.trim().is_empty() => Ok(k),
+            Ok(_) => anyhow::bail!(
+                "[upstream] needs the upstream Gemini API key in the environment variable {}, which is empty",
+                self.api_key_env
+            ),
+            Err(std::env::VarError::NotPresent) => anyhow::bail!(
+                "[upstream] needs the upstream Gemini API key in the environment variable {}, which is not set",
+                self.api_key_env
+            ),
+            Err(std::env::VarError::NotUnicode(_)) => anyhow::bail!(
+                "the environment variable {} does not hold a valid API key (not UTF-8)",
+                self.api_key_env
+            ),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -56,6 +107,7 @@ impl Default for Settings {
             aliases,
             local: LocalSettings::default(),
             trusted_proxies: Vec::new(),
+            upstream: None,
         }
     }
 }
@@ -88,5 +140,45 @@ impl Settings {
             settings.aliases = Settings::default().aliases;
         }
         Ok(settings)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_table() {
+        let s: Settings = toml::from_str(
+            r#"
+            [upstream]
+            base_url = "http://127.0.0.1:18081"
+            api_key_env = "MY_UPSTREAM_KEY"
+            models = ["gemini-2.5-flash"]
+            "#,
+        )
+        .unwrap();
+        let u = s.upstream.unwrap();
+        assert_eq!(u.base_url, "http://127.0.0.1:18081");
+        assert_eq!(u.api_key_env, "MY_UPSTREAM_KEY");
+        assert_eq!(u.models, ["gemini-2.5-flash"]);
+
+        let s: Settings = toml::from_str("[upstream]\nmodels = [\"m\"]\n").unwrap();
+        let u = s.upstream.unwrap();
+        assert_eq!(u.base_url, "https://generativelanguage.googleapis.com");
+        assert_eq!(u.api_key_env, DEFAULT_UPSTREAM_KEY_ENV);
+
+        assert!(toml::from_str::<Settings>("").unwrap().upstream.is_none());
+        assert!(toml::from_str::<Settings>("[upstream]\napi_key = \"AIza\"\n").is_err());
+    }
+
+    #[test]
+    fn a_missing_key_names_its_variable() {
+        let u = UpstreamSettings {
+            api_key_env: "KEYPLANE_TEST_SURELY_UNSET_UPSTREAM_KEY".into(),
+            ..UpstreamSettings::default()
+        };
+        let e = u.api_key().unwrap_err().to_string();
+        assert!(e.contains("KEYPLANE_TEST_SURELY_UNSET_UPSTREAM_KEY"), "{e}");
     }
 }

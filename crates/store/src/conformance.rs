@@ -91,6 +91,7 @@ macro_rules! conformance_tests {
             key_soft_delete,
             key_purge,
             key_pagination,
+            key_batches,
             restrictions_round_trip,
             service_accounts,
             service_account_keys,
@@ -674,6 +675,63 @@ pub async fn keys<S: Store>(s: &S) {
         .unwrap()
         .items
         .is_empty());
+}
+
+/// `create_keys`: every key or none.
+pub async fn key_batches<S: Store>(s: &S) {
+    let a = project(1);
+    s.create_project(&a).await.unwrap();
+    s.create_keys(&[]).await.unwrap();
+    let batch: Vec<ApiKey> = (1..=50).map(|n| api_key(a.number, n)).collect();
+    s.create_keys(&batch).await.unwrap();
+    for k in &batch {
+        assert_eq!(&s.key_by_hash(&k.lookup_hash).await.unwrap(), k);
+    }
+
+    // A batch whose last key clashes (same key string as a stored key) writes nothing.
+    let mut clash: Vec<ApiKey> = (51..=60).map(|n| api_key(a.number, n)).collect();
+    clash[9].lookup_hash = batch[0].lookup_hash.clone();
+    assert_err!(s.create_keys(&clash).await, StoreError::AlreadyExists(_));
+    // A batch with a key in a project that does not exist writes nothing either.
+    let mut orphan: Vec<ApiKey> = (61..=62).map(|n| api_key(a.number, n)).collect();
+    orphan[1].project_number = 42;
+    assert_err!(s.create_keys(&orphan).await, StoreError::NotFound);
+    for k in clash.iter().take(9).chain(orphan.iter().take(1)) {
+        assert_err!(s.key(a.number, &k.key_id).await, StoreError::NotFound);
+    }
+    assert_eq!(s.all_live_keys().await.unwrap().len(), batch.len());
+
+    // The store is still writable after a failed batch.
+    s.create_keys(&clash[..9]).await.unwrap();
+    assert_eq!(s.all_live_keys().await.unwrap().len(), batch.len() + 9);
+
+    // Paging through live keys sees each live key once and skips soft-deleted ones.
+    let mut gone = s.key(a.number, &batch[3].key_id).await.unwrap();
+    let etag = gone.etag.clone();
+    gone.delete_time = Some(t0() + secs(1000));
+    gone.etag = "W/\"gone\"".into();
+    s.update_key(&gone, &etag).await.unwrap();
+    let mut seen: Vec<ApiKey> = Vec::new();
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let (page, next) = s.live_keys_page(after.as_deref(), 7).await.unwrap();
+        assert!(page.len() <= 7);
+        seen.extend(page);
+        match next {
+            Some(c) => after = Some(c),
+            None => break,
+        }
+    }
+    let mut want = s.all_live_keys().await.unwrap();
+    want.sort_by(|x, y| x.lookup_hash.cmp(&y.lookup_hash));
+    seen.sort_by(|x, y| x.lookup_hash.cmp(&y.lookup_hash));
+    assert_eq!(want.len(), batch.len() + 8);
+    assert_eq!(seen, want);
+    assert!(!seen.iter().any(|k| k.key_id == gone.key_id));
+    assert_err!(
+        s.live_keys_page(Some(b"nope"), 7).await,
+        StoreError::InvalidArgument(_)
+    );
 }
 
 pub async fn key_updates<S: Store>(s: &S) {

@@ -100,6 +100,9 @@ pub trait ProjectStore: Send + Sync {
 pub trait KeyStore: Send + Sync {
     /// `AlreadyExists` if (project, keyId) exists, even soft-deleted, or the lookup hash exists.
     async fn create_key(&self, key: &ApiKey) -> Result<()>;
+    /// Creates every key in one transaction (bulk loads: imports, benchmarks): all or
+    /// nothing, with the errors of [`KeyStore::create_key`] for the first key that fails.
+    async fn create_keys(&self, keys: &[ApiKey]) -> Result<()>;
     async fn key(&self, project_number: i64, key_id: &str) -> Result<ApiKey>;
     /// Keys of a project ordered by create time then keyId; soft-deleted ones only when
     /// `show_deleted`.
@@ -116,6 +119,15 @@ pub trait KeyStore: Send + Sync {
     async fn key_by_hash(&self, lookup_hash: &[u8]) -> Result<ApiKey>;
     /// Every key not soft-deleted: what the in-memory auth snapshot is built from.
     async fn all_live_keys(&self) -> Result<Vec<ApiKey>>;
+    /// At most `limit` keys not soft-deleted, from the start (`after` = `None`) or after the
+    /// cursor returned with the previous page, in an order of the store's choosing, with the
+    /// cursor of the next page (`None` on the last). The snapshot is loaded page by page, so
+    /// a million keys never sit in memory twice; the cursor is opaque.
+    async fn live_keys_page(
+        &self,
+        after: Option<&[u8]>,
+        limit: u32,
+    ) -> Result<(Vec<ApiKey>, Option<Vec<u8>>)>;
     /// Removes keys soft-deleted before `cutoff`; returns how many.
     async fn purge_deleted_keys(&self, cutoff: OffsetDateTime) -> Result<u64>;
 }

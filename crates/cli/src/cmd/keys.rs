@@ -1,6 +1,7 @@
 //! `keyplane keys …` (API Keys v2). `keys create` without `--project` does what AI Studio
 //! does for a new user: it uses the project named "Default Gemini Project", or makes one
-//! (`gen-lang-client-` + 10 digits) with the Generative Language API enabled.
+//! (`gen-lang-client-` + 10 digits) with the Generative Language API enabled, and restricts
+//! the key to that API, as AI Studio's keys are.
 
 use crate::args::{KeysCommand, KeysUpdateArgs, LookupArgs};
 use crate::cmd::projects::number;
@@ -96,6 +97,10 @@ async fn create(
     display_name: Option<String>,
     key_id: Option<String>,
 ) -> anyhow::Result<()> {
+    // The studio path (no --project) makes keys as AI Studio does: restricted to the
+    // Generative Language API. A key in a named project is a console key: unrestricted
+    // until `keys update` restricts it.
+    let studio = project.is_none();
     let project = match project {
         Some(p) => cp.get_project(&p).await?,
         None => default_project(cp).await?,
@@ -103,6 +108,8 @@ async fn create(
     let new = NewKey {
         key_id,
         display_name: Some(display_name.unwrap_or_else(|| DEFAULT_KEY_NAME.to_owned())),
+        restrictions: studio
+            .then(|| serde_json::json!({"apiTargets": [{"service": GENERATIVE_LANGUAGE}]})),
         ..NewKey::default()
     };
     let parent = if project.project_id.is_empty() {

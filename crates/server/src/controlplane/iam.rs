@@ -376,6 +376,7 @@ async fn create_account(
             )),
             other => store_error(other),
         })?;
+    state.directory.forget_account(&sa.email);
     // Tokens of an earlier account with the same email must not carry over.
     state.tokens.revoke_principal(&principal(&sa));
     Ok(Json(account_json(&sa)))
@@ -488,11 +489,9 @@ async fn account_at_path(
 /// Stores a changed account under a new etag.
 async fn save_account(state: &AppState, account: &mut ServiceAccount) -> Result<(), ApiError> {
     account.etag = keyplane_core::new_hex_id(8);
-    state
-        .store
-        .update_service_account(account)
-        .await
-        .map_err(store_error)
+    let saved = state.store.update_service_account(account).await;
+    state.directory.forget_account(&account.email);
+    saved.map_err(store_error)
 }
 
 async fn patch_account(
@@ -564,11 +563,9 @@ async fn delete_account(
     let (account, _) = account_at_path(&state, &caller, &raw, "iam.serviceAccounts.delete").await?;
     refuse_owner(&account, "deleted")?;
     // Its keys go with it; its cached tokens too.
-    state
-        .store
-        .delete_service_account(&account.email)
-        .await
-        .map_err(store_error)?;
+    let deleted = state.store.delete_service_account(&account.email).await;
+    state.directory.forget_account(&account.email);
+    deleted.map_err(store_error)?;
     state.tokens.revoke_principal(&principal(&account));
     Ok(empty())
 }
@@ -596,12 +593,7 @@ async fn account_verb(
             refuse_owner(&account, "disabled")?;
             if !account.disabled {
                 account.disabled = true;
-                account.etag = keyplane_core::new_hex_id(8);
-                state
-                    .store
-                    .update_service_account(&account)
-                    .await
-                    .map_err(store_error)?;
+                save_account(&state, &mut account).await?;
             }
             state.tokens.revoke_principal(&principal(&account));
             Ok(empty().into_response())
@@ -609,12 +601,7 @@ async fn account_verb(
         Some("enable") => {
             if account.disabled {
                 account.disabled = false;
-                account.etag = keyplane_core::new_hex_id(8);
-                state
-                    .store
-                    .update_service_account(&account)
-                    .await
-                    .map_err(store_error)?;
+                save_account(&state, &mut account).await?;
             }
             Ok(empty().into_response())
         }

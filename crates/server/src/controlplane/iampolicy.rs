@@ -352,7 +352,9 @@ async fn set_policy(
 
     next.etag = iam::new_policy_etag();
     let expected = stored.as_ref().map(|p| p.etag.as_str());
-    match state.store.put_iam_policy(&name, &next, expected).await {
+    let put = state.store.put_iam_policy(&name, &next, expected).await;
+    state.directory.forget_policy(&name);
+    match put {
         Ok(()) => {}
         Err(StoreError::EtagMismatch) => return Err(concurrent_change()),
         Err(e) => return Err(store_error(e)),

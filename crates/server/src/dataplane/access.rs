@@ -1,6 +1,7 @@
 //! Who may call the data plane: the credential, the key snapshot's decision and the key's
-//! restrictions, in DESIGN.md's order. Everything here reads the in-memory snapshot; only
-//! a Bearer token's cache miss reaches the store.
+//! restrictions, in DESIGN.md's order. Everything here reads the in-memory snapshot and
+//! directory; only a cache miss (a Bearer token, an account or a policy not read since
+//! its last change) reaches the store.
 
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
@@ -192,10 +193,9 @@ pub async fn authorize(
             .strip_prefix("serviceAccount:")
             .ok_or_else(ApiError::no_credentials)?;
         let sa = state
-            .store
-            .service_account(email)
-            .await
-            .map_err(|_| ApiError::no_credentials())?;
+            .account(email)
+            .await?
+            .ok_or_else(ApiError::no_credentials)?;
         if !state.snapshot.service_enabled(sa.project_number, service) {
             return Err(service_disabled(service, sa.project_number));
         }
@@ -298,8 +298,9 @@ async fn require_permission(
 
 /// A key bound to a service account acts as it, on aiplatform.googleapis.com (the only
 /// API that honours bound keys; elsewhere the key identifies its project only). The
-/// account is read from the store on every call, so a deleted or disabled account stops
-/// the key at once: 403 IAM_PERMISSION_DENIED, as when it lacks the role.
+/// account and the policies come from the directory cache, which every write to them
+/// empties, so a deleted or disabled account or a revoked role stops the key at once:
+/// 403 IAM_PERMISSION_DENIED, as when it lacks the role.
 async fn check_bound_account(
     state: &AppState,
     target: &Target,
@@ -315,10 +316,9 @@ async fn check_bound_account(
             &Resource::Project(project_number).name(state),
         )
     };
-    match state.store.service_account(email).await {
-        Ok(sa) if !sa.disabled => {}
-        Ok(_) | Err(keyplane_store::StoreError::NotFound) => return Err(denied()),
-        Err(e) => return Err(ApiError::internal_from(e)),
+    match state.account(email).await? {
+        Some(sa) if !sa.disabled => {}
+        _ => return Err(denied()),
     }
     require_permission(
         state,

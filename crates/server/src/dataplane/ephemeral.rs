@@ -12,7 +12,8 @@
 //!   `/v1alpha` and only for generateContent, streamGenerateContent and countTokens (each
 //!   REST call counts as one new session, so `newSessionExpireTime` applies to it).
 //!   Google's SDKs refuse to send these tokens on REST (they are for the Live WebSocket,
-//!   which Keyplane does not serve yet); raw HTTP clients can.
+//!   `live.rs`, where starting a session spends one use); raw HTTP clients can use them on
+//!   REST too.
 //! * Each use is one conditional UPDATE in the store (`uses_left > 0 and expire_time > now
 //!   and new_session_expire_time > now`): concurrent uses never overspend.
 //! * Refusals: unknown, exhausted or expired token -> 401 UNAUTHENTICATED "Request had
@@ -204,6 +205,8 @@ pub struct EphemeralUse {
     setup: Option<Map<String, Value>>,
     /// Locked paths (`model`, `generationConfig.temperature`, …).
     locked: Vec<Vec<String>>,
+    /// When the token stops working (a Live session started with it ends then).
+    pub expire_time: OffsetDateTime,
 }
 
 fn expired(method: &str) -> ApiError {
@@ -222,11 +225,17 @@ pub async fn check(
     target: &Target,
     token: &str,
 ) -> Result<(i64, EphemeralUse), ApiError> {
-    let allowed = ["GenerateContent", "StreamGenerateContent", "CountTokens"]
-        .iter()
-        .any(|m| {
-            target.method == format!("google.ai.generativelanguage.v1alpha.GenerativeService.{m}")
-        });
+    let allowed = [
+        "GenerateContent",
+        "StreamGenerateContent",
+        "CountTokens",
+        "BidiGenerateContent",
+        "BidiGenerateContentConstrained",
+    ]
+    .iter()
+    .any(|m| {
+        target.method == format!("google.ai.generativelanguage.v1alpha.GenerativeService.{m}")
+    });
     if req.version != "v1alpha" || !allowed {
         return Err(ApiError::invalid_credentials(
             "ACCESS_TOKEN_TYPE_UNSUPPORTED",
@@ -281,6 +290,7 @@ pub async fn check(
             token_hash: hash.to_vec(),
             setup,
             locked,
+            expire_time: record.expire_time,
         },
     ))
 }
@@ -444,6 +454,7 @@ mod tests {
             token_hash: vec![],
             setup,
             locked,
+            expire_time: now(),
         }
     }
 

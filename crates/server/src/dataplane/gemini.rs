@@ -1,8 +1,11 @@
 //! The Gemini API URL family: `GET /{v}/models`, `GET /{v}/models/{id}`,
 //! `POST /{v}/models/{id}:{verb}` (generateContent, streamGenerateContent, countTokens).
+//! A model routed to the Gemini upstream gets the same checks and body validation, then
+//! the caller's bytes ([`generate::forward`]).
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
+use axum::http::{header, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
@@ -13,7 +16,7 @@ use keyplane_wire::{parse_json_body, ApiError};
 
 use super::access::{authorize, DataRequest, Target};
 use super::{generate, path_or_404, split_model};
-use crate::app::{AppState, RoutedModel};
+use crate::app::{AppState, Route, RoutedModel};
 
 const DEFAULT_PAGE_SIZE: usize = 50;
 const MAX_PAGE_SIZE: usize = 1000;
@@ -114,13 +117,14 @@ pub async fn post_model(
     State(state): State<AppState>,
     req: DataRequest,
     rest: Result<Path<String>, PathRejection>,
+    uri: Uri,
     body: Bytes,
 ) -> Response {
     let rest = match path_or_404(rest, &req.path) {
         Ok(rest) => rest,
         Err(e) => return e.into_response(),
     };
-    match post_model_inner(&state, &req, &rest, &body).await {
+    match post_model_inner(&state, &req, &rest, uri.query(), body).await {
         Ok(resp) => resp,
         Err(e) => e.into_response(),
     }
@@ -130,7 +134,8 @@ async fn post_model_inner(
     state: &AppState,
     req: &DataRequest,
     rest: &str,
-    body: &[u8],
+    query: Option<&str>,
+    body: Bytes,
 ) -> Result<Response, ApiError> {
     let version = req.version;
     let (id, method) = split_model(rest);
@@ -148,8 +153,7 @@ async fn post_model_inner(
         "generateContent" | "streamGenerateContent" | "countTokens" => state
             .models
             .get(&id)
-            .ok_or_else(|| ApiError::model_not_found(&id, version, &method))?
-            .clone(),
+            .ok_or_else(|| ApiError::model_not_found(&id, version, &method))?,
         "embedContent"
         | "batchEmbedContents"
         | "batchGenerateContent"
@@ -163,28 +167,50 @@ async fn post_model_inner(
         }
     };
     // An ephemeral token: its constraints first, then one use spent (atomically).
-    let constrained;
     let body = match &caller.ephemeral {
         Some(token) => {
-            constrained = token.constrain(&id, &target.method, body)?;
+            let constrained = token.constrain(&id, &target.method, &body)?;
             token.spend(state, &target.method).await?;
-            constrained.as_slice()
+            Bytes::from(constrained)
         }
         None => body,
     };
+    let backend = match &m.route {
+        Route::Local(backend) => backend.as_ref(),
+        Route::Upstream(up) => {
+            // Parsed and validated as for the local model, then sent as it came.
+            match method.as_str() {
+                "countTokens" => {
+                    let count: CountTokensRequest = parse_json_body(&body)?;
+                    count.validate()?;
+                    generate::validate_count(&count.into_generate_request())?;
+                }
+                _ => parse_json_body::<GenerateContentRequest>(&body)?.validate()?,
+            }
+            let call = generate::Forward {
+                version,
+                model: &m.backend_model,
+                verb: &method,
+                query,
+                content_type: req.headers.get(header::CONTENT_TYPE),
+                body,
+            };
+            return generate::forward(up, call).await;
+        }
+    };
     match method.as_str() {
         "generateContent" => {
-            let gen: GenerateContentRequest = parse_json_body(body)?;
-            generate::generate_content(&m, &gen).await
+            let gen: GenerateContentRequest = parse_json_body(&body)?;
+            generate::generate_content(m, backend, &gen).await
         }
         "streamGenerateContent" => {
-            let gen: GenerateContentRequest = parse_json_body(body)?;
-            generate::stream_generate_content(&m, &gen, &req.params).await
+            let gen: GenerateContentRequest = parse_json_body(&body)?;
+            generate::stream_generate_content(m, backend, &gen, &req.params).await
         }
         _ => {
-            let count: CountTokensRequest = parse_json_body(body)?;
+            let count: CountTokensRequest = parse_json_body(&body)?;
             count.validate()?;
-            generate::count_tokens(&m, &count.into_generate_request()).await
+            generate::count_tokens(m, backend, &count.into_generate_request()).await
         }
     }
 }

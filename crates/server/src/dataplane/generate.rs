@@ -1,15 +1,19 @@
 //! What the data plane answers with, whichever URL family was called: generateContent,
 //! streamGenerateContent (SSE with `alt=sse`, a streamed JSON array without) and
-//! countTokens, from a routed model's backend.
+//! countTokens, from a routed model's backend, or passed through to the Gemini upstream
+//! ([`forward`]).
 
 use axum::body::Body;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::StreamExt;
+use keyplane_backends::upstream::{UpstreamClient, UpstreamResponse};
 use keyplane_backends::{
-    BackendError, ChatMessage, ChatRequest, FinishReason, GenerationParams, Role, StreamEvent,
+    Backend, BackendError, ChatMessage, ChatRequest, FinishReason, GenerationParams, Role,
+    StreamEvent,
 };
+use keyplane_wire::error::Code;
 use keyplane_wire::error::JSON_UTF8;
 use keyplane_wire::gemini::{
     finish_reason, Candidate, Content, CountTokensResponse, GenerateContentRequest,
@@ -23,11 +27,12 @@ use crate::app::RoutedModel;
 /// generateContent.
 pub async fn generate_content(
     m: &RoutedModel,
+    backend: &dyn Backend,
     req: &GenerateContentRequest,
 ) -> Result<Response, ApiError> {
     req.validate()?;
     let chat = to_chat_request(m, req)?;
-    let completion = m.backend.generate(chat).await.map_err(backend_error)?;
+    let completion = backend.generate(chat).await.map_err(backend_error)?;
     let resp = GenerateContentResponse {
         candidates: vec![Candidate {
             content: Some(Content::model_text(completion.text)),
@@ -49,35 +54,199 @@ pub async fn generate_content(
 /// streamGenerateContent: SSE with `alt=sse`, else a streamed JSON array.
 pub async fn stream_generate_content(
     m: &RoutedModel,
+    backend: &dyn Backend,
     req: &GenerateContentRequest,
     params: &Params,
 ) -> Result<Response, ApiError> {
     req.validate()?;
     let chat = to_chat_request(m, req)?;
     let sse = params.get("alt") == Some("sse");
-    let events = m.backend.stream(chat).await.map_err(backend_error)?;
+    let events = backend.stream(chat).await.map_err(backend_error)?;
     Ok(stream_response(events, m.backend_model.clone(), sse))
 }
 
 /// countTokens over what a generateContent request would send to the model.
 pub async fn count_tokens(
     m: &RoutedModel,
+    backend: &dyn Backend,
     gen: &GenerateContentRequest,
 ) -> Result<Response, ApiError> {
-    if gen.contents.is_empty() {
-        return Err(ApiError::invalid_argument(
-            "* CountTokensRequest.contents: contents is not specified\n",
-        ));
-    }
-    gen.validate()?;
+    validate_count(gen)?;
     let chat = to_chat_request(m, gen)?;
-    let n = m.backend.count_tokens(&chat).await.map_err(backend_error)?;
+    let n = backend.count_tokens(&chat).await.map_err(backend_error)?;
     let n = i32::try_from(n).unwrap_or(i32::MAX);
     Ok(json_response(&CountTokensResponse {
         total_tokens: n,
         prompt_tokens_details: vec![ModalityTokenCount::text(n)],
         ..CountTokensResponse::default()
     }))
+}
+
+/// countTokens' checks on the generateContent request it counts.
+pub fn validate_count(gen: &GenerateContentRequest) -> Result<(), ApiError> {
+    if gen.contents.is_empty() {
+        return Err(ApiError::invalid_argument(
+            "* CountTokensRequest.contents: contents is not specified\n",
+        ));
+    }
+    gen.validate()
+}
+
+/// An authorized, validated call for the Gemini upstream.
+pub struct Forward<'a> {
+    /// The Gemini API version to call (`v1beta`, `v1`, `v1alpha`).
+    pub version: &'a str,
+    /// The upstream's model id.
+    pub model: &'a str,
+    /// `generateContent`, `streamGenerateContent` or `countTokens`.
+    pub verb: &'a str,
+    /// The caller's raw query string; its credentials are dropped in [`forward`].
+    pub query: Option<&'a str>,
+    /// The caller's `Content-Type` (`application/json` when it sent none).
+    pub content_type: Option<&'a HeaderValue>,
+    /// The body to send, as the caller sent it.
+    pub body: Bytes,
+}
+
+/// Upstream error bodies are read whole (to check they are a google.rpc.Status) up to this.
+const UPSTREAM_ERROR_LIMIT: usize = 1 << 20;
+
+/// Passes the call to the upstream with the server's key and streams its answer back as it
+/// arrives: status, content type and body unchanged. An upstream that cannot be reached
+/// is a 503 UNAVAILABLE; an upstream error that is not a google.rpc.Status becomes one.
+pub async fn forward(up: &UpstreamClient, call: Forward<'_>) -> Result<Response, ApiError> {
+    let query = forwarded_query(call.query);
+    let default_type = HeaderValue::from_static("application/json");
+    let content_type = call.content_type.unwrap_or(&default_type);
+    // The Gemini API has no v1beta1 (a Vertex version): its nearest is v1beta.
+    let version = match call.version {
+        "v1beta1" => "v1beta",
+        v => v,
+    };
+    let mut resp = up
+        .forward(
+            version,
+            call.model,
+            call.verb,
+            query.as_deref(),
+            content_type,
+            call.body,
+        )
+        .await
+        .map_err(|e| {
+            tracing::warn!(cause = %e, "the Gemini upstream cannot be reached");
+            ApiError::unavailable("The service is currently unavailable.")
+        })?;
+    if !resp.status.is_success() {
+        return Ok(upstream_error(resp).await);
+    }
+    let status = resp.status;
+    let content_type = resp.content_type.take();
+    let content_length = resp.content_length.take();
+    let mut out = Response::new(Body::new(resp.into_body()));
+    *out.status_mut() = status;
+    let headers = out.headers_mut();
+    if let Some(v) = content_type {
+        headers.insert(header::CONTENT_TYPE, v);
+    }
+    if let Some(v) = content_length {
+        headers.insert(header::CONTENT_LENGTH, v);
+    }
+    if call.verb == "streamGenerateContent" {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        headers.insert(
+            header::HeaderName::from_static("x-accel-buffering"),
+            HeaderValue::from_static("no"),
+        );
+    }
+    Ok(out)
+}
+
+/// The caller's query without its credentials (`key`, `access_token`): borrowed when it
+/// holds none, `None` when nothing is left.
+fn forwarded_query(raw: Option<&str>) -> Option<std::borrow::Cow<'_, str>> {
+    let raw = raw.filter(|q| !q.is_empty())?;
+    if !raw.split('&').any(is_credential) {
+        return Some(std::borrow::Cow::Borrowed(raw));
+    }
+    let kept: Vec<&str> = raw
+        .split('&')
+        .filter(|pair| !pair.is_empty() && !is_credential(pair))
+        .collect();
+    (!kept.is_empty()).then(|| std::borrow::Cow::Owned(kept.join("&")))
+}
+
+/// Whether a `name=value` query pair carries a credential (names percent-decoded, as the
+/// credential reader decodes them).
+fn is_credential(pair: &str) -> bool {
+    let name = pair.split_once('=').map_or(pair, |(name, _)| name);
+    if name.contains('%') {
+        return urlencoding::decode(name)
+            .is_ok_and(|n| matches!(n.as_ref(), "key" | "access_token"));
+    }
+    matches!(name, "key" | "access_token")
+}
+
+/// An upstream error: passed through when its body is a google.rpc.Status, else replaced
+/// by one with the code its HTTP status stands for.
+async fn upstream_error(resp: UpstreamResponse) -> Response {
+    let status = resp.status;
+    if matches!(status.as_u16(), 401 | 403) {
+        tracing::warn!(%status, "the Gemini upstream refused the call (check the upstream key)");
+    } else {
+        tracing::debug!(%status, "the Gemini upstream answered an error");
+    }
+    let body = match resp.read_limited(UPSTREAM_ERROR_LIMIT).await {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!(cause = %e, %status, "the Gemini upstream's error body could not be read");
+            return ApiError::unavailable("The service is currently unavailable.").into_response();
+        }
+    };
+    if is_rpc_status(&body) {
+        return (
+            status,
+            [(header::CONTENT_TYPE, HeaderValue::from_static(JSON_UTF8))],
+            body,
+        )
+            .into_response();
+    }
+    tracing::warn!(%status, "the Gemini upstream answered an error that is not a google.rpc.Status");
+    let code = match status.as_u16() {
+        400 => Code::InvalidArgument,
+        401 => Code::Unauthenticated,
+        403 => Code::PermissionDenied,
+        404 => Code::NotFound,
+        409 => Code::Aborted,
+        429 => Code::ResourceExhausted,
+        504 => Code::DeadlineExceeded,
+        _ => Code::Unavailable,
+    };
+    ApiError::new(
+        code,
+        format!(
+            "The upstream model service answered HTTP {}.",
+            status.as_u16()
+        ),
+    )
+    .into_response()
+}
+
+/// `{"error": {"code": N, "message": "...", "status": "CANONICAL_NAME", ...}}`.
+fn is_rpc_status(body: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        error: Status,
+    }
+    #[derive(serde::Deserialize)]
+    struct Status {
+        code: i64,
+        message: String,
+        status: String,
+    }
+    serde_json::from_slice::<Envelope>(body).is_ok_and(|e| {
+        e.error.code > 0 && !e.error.message.is_empty() && Code::parse(&e.error.status).is_some()
+    })
 }
 
 pub fn json_response<T: serde::Serialize>(v: &T) -> Response {
@@ -132,7 +301,10 @@ pub fn backend_error(e: BackendError) -> ApiError {
 /// The wire request as the backend's neutral chat request. Parts the local model cannot
 /// read, and features it does not have, are refused as Google refuses them for models
 /// without them.
-fn to_chat_request(m: &RoutedModel, req: &GenerateContentRequest) -> Result<ChatRequest, ApiError> {
+pub(super) fn to_chat_request(
+    m: &RoutedModel,
+    req: &GenerateContentRequest,
+) -> Result<ChatRequest, ApiError> {
     let model_name = format!("models/{}", m.backend_model);
     if !req.tools.is_empty() {
         let kinds: Vec<String> = req.tools.iter().flat_map(|t| t.kinds()).collect();
@@ -236,8 +408,9 @@ fn chunk(
     }
 }
 
-/// Streams backend events as Gemini chunks. The last text delta is held back so that the
-/// final chunk carries both text and `finishReason`, as Google's streams do.
+/// Streams backend events as Gemini chunks. Each text delta goes out as soon as the backend
+/// yields it; the end of the turn is one more chunk with an empty text part, `finishReason`
+/// and the final usage, as Google's streams end.
 fn stream_response(events: keyplane_backends::EventStream, model: String, sse: bool) -> Response {
     let id = response_id();
     let chunks = async_stream(events, model, id);
@@ -298,14 +471,15 @@ fn async_stream(
 ) -> futures::stream::BoxStream<'static, Result<GenerateContentResponse, ApiError>> {
     struct St {
         events: keyplane_backends::EventStream,
-        held: Option<(String, u32, u32)>,
+        /// Usage of the last delta sent, if any was.
+        sent: Option<(u32, u32)>,
         done: bool,
         model: String,
         id: String,
     }
     let st = St {
         events,
-        held: None,
+        sent: None,
         done: false,
         model,
         id,
@@ -324,11 +498,16 @@ fn async_stream(
                     if text.is_empty() {
                         continue;
                     }
-                    let prev = st.held.replace((text, prompt_tokens, completion_tokens));
-                    if let Some((t, p, c)) = prev {
-                        let out = chunk(Some(t), None, p, c, &st.model, &st.id);
-                        return Some((Ok(out), st));
-                    }
+                    st.sent = Some((prompt_tokens, completion_tokens));
+                    let out = chunk(
+                        Some(text),
+                        None,
+                        prompt_tokens,
+                        completion_tokens,
+                        &st.model,
+                        &st.id,
+                    );
+                    return Some((Ok(out), st));
                 }
                 Some(Ok(StreamEvent::Done {
                     prompt_tokens,
@@ -336,9 +515,8 @@ fn async_stream(
                     finish_reason,
                 })) => {
                     st.done = true;
-                    let text = st.held.take().map(|(t, _, _)| t).unwrap_or_default();
                     let out = chunk(
-                        Some(text),
+                        Some(String::new()),
                         Some(finish(finish_reason)),
                         prompt_tokens,
                         completion_tokens,
@@ -348,30 +526,67 @@ fn async_stream(
                     return Some((Ok(out), st));
                 }
                 Some(Err(e)) => {
+                    // Text already generated has gone out; the error ends the stream.
                     st.done = true;
-                    // Text already generated is sent before the error.
-                    if let Some((t, p, c)) = st.held.take() {
-                        st.held = None;
-                        let out = chunk(Some(t), None, p, c, &st.model, &st.id);
-                        // The error follows on the next poll.
-                        st.events = futures::stream::once(async move { Err(e) }).boxed();
-                        st.done = false;
-                        return Some((Ok(out), st));
-                    }
                     return Some((Err(backend_error(e)), st));
                 }
                 None => {
+                    // The backend ended without Done: what was sent ends as OTHER.
                     st.done = true;
-                    if let Some((t, p, c)) = st.held.take() {
-                        // The backend ended without Done: report what we have as OTHER.
-                        let out =
-                            chunk(Some(t), Some(finish_reason::OTHER), p, c, &st.model, &st.id);
-                        return Some((Ok(out), st));
-                    }
-                    return None;
+                    let (p, c) = st.sent?;
+                    let out = chunk(
+                        Some(String::new()),
+                        Some(finish_reason::OTHER),
+                        p,
+                        c,
+                        &st.model,
+                        &st.id,
+                    );
+                    return Some((Ok(out), st));
                 }
             }
         }
     })
     .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_never_leave_in_the_query() {
+        let q = |raw: &str| forwarded_query(Some(raw)).map(|c| c.into_owned());
+        assert_eq!(q("alt=sse"), Some("alt=sse".to_owned()));
+        assert!(matches!(
+            forwarded_query(Some("alt=sse")),
+            Some(std::borrow::Cow::Borrowed(_))
+        ));
+        assert_eq!(q("key=AIzaX&alt=sse"), Some("alt=sse".to_owned()));
+        assert_eq!(q("alt=sse&key=AIzaX"), Some("alt=sse".to_owned()));
+        assert_eq!(
+            q("k%65y=AIzaX&alt=sse&access_token=t"),
+            Some("alt=sse".to_owned())
+        );
+        assert_eq!(q("key=AIzaX"), None);
+        assert_eq!(q("key"), None);
+        assert_eq!(q("keys=1&monkey=2"), Some("keys=1&monkey=2".to_owned()));
+        assert_eq!(forwarded_query(Some("")), None);
+        assert_eq!(forwarded_query(None), None);
+    }
+
+    #[test]
+    fn rpc_status_bodies_are_recognised() {
+        assert!(is_rpc_status(
+            br#"{"error":{"code":429,"message":"Quota exceeded","status":"RESOURCE_EXHAUSTED","details":[]}}"#
+        ));
+        assert!(!is_rpc_status(b"<html>Bad Gateway</html>"));
+        assert!(!is_rpc_status(
+            br#"{"error":{"code":400,"message":"x","status":"NOPE"}}"#
+        ));
+        assert!(!is_rpc_status(br#"{"error":"bad"}"#));
+        assert!(!is_rpc_status(
+            br#"{"error":{"code":400,"message":"","status":"INVALID_ARGUMENT"}}"#
+        ));
+    }
 }

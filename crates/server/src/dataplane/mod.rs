@@ -13,12 +13,13 @@
 //!
 //! Modules: `access` (who may call), `ephemeral` (`POST /v1alpha/auth_tokens` and token
 //! checks), `gemini` and `vertex` (the two URL families), `generate` (what both answer
-//! with: generateContent, the stream, countTokens).
+//! with: generateContent, the stream, countTokens), `live` (the Live API WebSocket).
 
 mod access;
 mod ephemeral;
 mod gemini;
 mod generate;
+mod live;
 mod vertex;
 
 pub use access::{DataCaller, DataRequest};
@@ -39,10 +40,13 @@ const VERSIONS: &[&str] = &["v1", "v1beta", "v1alpha", "v1beta1"];
 
 pub fn router() -> Router<AppState> {
     // Ephemeral tokens are minted on v1alpha only (v1beta answers 404, as Google's).
-    let mut r = Router::new().route(
-        "/v1alpha/auth_tokens",
-        axum::routing::post(ephemeral::create).fallback(no_such_method),
-    );
+    let mut r = Router::new()
+        .route(
+            "/v1alpha/auth_tokens",
+            axum::routing::post(ephemeral::create).fallback(no_such_method),
+        )
+        // The Live API (WebSocket): `/ws/google.ai.generativelanguage.{v}.GenerativeService.Bidi…`.
+        .route("/ws/{rpc}", get(live::connect).fallback(no_such_method));
     for v in VERSIONS {
         r = r
             .route(

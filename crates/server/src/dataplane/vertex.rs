@@ -4,10 +4,13 @@
 //!
 //! The called service is aiplatform.googleapis.com: it must be enabled in the key's
 //! project (else SERVICE_DISABLED naming it) and pass the key's API targets. Models are
-//! routed as on the Gemini path and answered with the same GenerateContentResponse JSON.
+//! routed as on the Gemini path and answered with the same GenerateContentResponse JSON;
+//! a model routed to the Gemini upstream is forwarded to its Gemini path
+//! (`/{v}/models/{model}:verb`).
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
+use axum::http::{header, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
@@ -17,7 +20,7 @@ use serde_json::{json, Value};
 
 use super::access::{authorize, authorize_in_project, DataRequest, Target};
 use super::{generate, path_or_404, split_model};
-use crate::app::AppState;
+use crate::app::{AppState, Route};
 
 /// Google's own publisher; the only one served.
 const GOOGLE: &str = "google";
@@ -73,13 +76,14 @@ pub async fn post_model(
     State(state): State<AppState>,
     req: DataRequest,
     path: Result<Path<(String, String)>, PathRejection>,
+    uri: Uri,
     body: Bytes,
 ) -> Response {
     let (publisher, rest) = match path_or_404(path, &req.path) {
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
-    match post_model_inner(&state, &req, &publisher, &rest, &body).await {
+    match post_model_inner(&state, &req, &publisher, &rest, uri.query(), body).await {
         Ok(resp) => resp,
         Err(e) => e.into_response(),
     }
@@ -91,6 +95,7 @@ pub async fn post_project_model(
     State(state): State<AppState>,
     req: DataRequest,
     path: Result<Path<(String, String, String, String)>, PathRejection>,
+    uri: Uri,
     body: Bytes,
 ) -> Response {
     let (project, _location, publisher, rest) = match path {
@@ -115,7 +120,8 @@ pub async fn post_project_model(
         caller.project_number,
         &publisher,
         &rest,
-        &body,
+        uri.query(),
+        body,
     )
     .await
     {
@@ -129,13 +135,23 @@ async fn post_model_inner(
     req: &DataRequest,
     publisher: &str,
     rest: &str,
-    body: &[u8],
+    query: Option<&str>,
+    body: Bytes,
 ) -> Result<Response, ApiError> {
     let (_, method) = split_model(rest);
     let verb = method.as_deref().unwrap_or("predict");
     let target = Target::vertex(req.version, verb);
     let caller = authorize(state, req, &target).await?;
-    serve(state, req, caller.project_number, publisher, rest, body).await
+    serve(
+        state,
+        req,
+        caller.project_number,
+        publisher,
+        rest,
+        query,
+        body,
+    )
+    .await
 }
 
 /// Answers an authorized Vertex call for `project_number`.
@@ -145,7 +161,8 @@ async fn serve(
     project_number: i64,
     publisher: &str,
     rest: &str,
-    body: &[u8],
+    query: Option<&str>,
+    body: Bytes,
 ) -> Result<Response, ApiError> {
     let (id, method) = split_model(rest);
     let Some(method) = method else {
@@ -167,14 +184,53 @@ async fn serve(
         }
     }
     let m = match state.models.get(&id) {
-        Some(m) if publisher == GOOGLE => m.clone(),
+        Some(m) if publisher == GOOGLE => m,
         _ => return Err(publisher_model_not_found(project_number, publisher, &id)),
     };
     // Vertex's countTokens takes the generateContent fields at the top level.
-    let gen: GenerateContentRequest = parse_json_body(body)?;
+    let gen: GenerateContentRequest = parse_json_body(&body)?;
+    let backend = match &m.route {
+        Route::Local(backend) => backend.as_ref(),
+        Route::Upstream(up) => {
+            let body = if method == "countTokens" {
+                generate::validate_count(&gen)?;
+                gemini_count_body(&m.backend_model, body)?
+            } else {
+                gen.validate()?;
+                body
+            };
+            let call = generate::Forward {
+                version: req.version,
+                model: &m.backend_model,
+                verb: &method,
+                query,
+                content_type: req.headers.get(header::CONTENT_TYPE),
+                body,
+            };
+            return generate::forward(up, call).await;
+        }
+    };
     match method.as_str() {
-        "generateContent" => generate::generate_content(&m, &gen).await,
-        "streamGenerateContent" => generate::stream_generate_content(&m, &gen, &req.params).await,
-        _ => generate::count_tokens(&m, &gen).await,
+        "generateContent" => generate::generate_content(m, backend, &gen).await,
+        "streamGenerateContent" => {
+            generate::stream_generate_content(m, backend, &gen, &req.params).await
+        }
+        _ => generate::count_tokens(m, backend, &gen).await,
     }
+}
+
+/// A Vertex countTokens body as the Gemini API takes it: unchanged when it holds only
+/// `contents`, else its fields wrapped in `generateContentRequest` (Gemini's countTokens
+/// has no top-level systemInstruction, tools or generationConfig).
+fn gemini_count_body(model: &str, body: Bytes) -> Result<Bytes, ApiError> {
+    let mut fields: serde_json::Map<String, Value> = parse_json_body(&body)?;
+    if fields.keys().all(|k| k == "contents") {
+        return Ok(body);
+    }
+    fields.remove("model");
+    fields.insert("model".to_owned(), Value::String(format!("models/{model}")));
+    let wrapped = json!({ "generateContentRequest": fields });
+    serde_json::to_vec(&wrapped)
+        .map(Bytes::from)
+        .map_err(ApiError::internal_from)
 }

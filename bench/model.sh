@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# The local model against llama.cpp's own servers, same GGUF, same thread count, same run.
+#
+#   bench/model.sh            (from anywhere; prints a markdown table on stdout, progress on stderr)
+#
+# Starts, side by side on loopback:
+#   - Keyplane (release build), `keyplane serve` with its local backend: 4 sequences of
+#     2048 tokens, one llama.cpp thread (the defaults);
+#   - llama.cpp's `llama-server`, built once from the llama.cpp sources that the pinned
+#     llama-cpp-python sdist vendors, with the same settings (-t 1 -tb 1 -np 4 -c 8192,
+#     batch 512), continuous batching on (its default);
+#   - llama-cpp-python's own server (`python -m llama_cpp.server`, pinned below, in the venv
+#     ~/.cache/keyplane/venv-bench), one thread, 2048 tokens: it has no parallel sequences
+#     and answers one request at a time, so it is shown for reference only.
+# All llama.cpp builds here use this machine's CPU features (see GGML_FLAGS); Keyplane's
+# llama-cpp-sys-2 build uses its AVX2 defaults (an AVX2-only llama-server measured the same as
+# this one). Then it runs bench/model_bench.py against all three. The first run compiles
+# llama.cpp twice (the wheel, then llama-server): about 15-20 minutes on 2 cores; later runs reuse both.
+#
+# Environment: ROUNDS (default 2), MAX_TOKENS (default 128), CONCURRENCY (default 1,2,4),
+# SKIP_LLAMA_CPP_PYTHON=1 to leave that server out.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+eval "$(scripts/setup.sh)"
+
+LLAMA_CPP_PYTHON_VERSION=0.3.36
+CACHE="${KEYPLANE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/keyplane}"
+VENV="$CACHE/venv-bench"
+SRC="$CACHE/bench-src"
+SDIST_DIR="$SRC/llama_cpp_python-$LLAMA_CPP_PYTHON_VERSION"
+SERVER_BUILD="$CACHE/llama-server-$LLAMA_CPP_PYTHON_VERSION"
+LLAMA_SERVER="$SERVER_BUILD/bin/llama-server"
+# CPU only, tuned for this machine: everything -march=native turns on here except AMX. The CPU
+# advertises AMX, but a -march=native build crashes in ggml_backend_amx_mul_mat at the first
+# decode (AMX tiles are not usable in this VM), so the features are listed instead.
+GGML_FLAGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON \
+ -DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AVX_VNNI=ON \
+ -DGGML_CUDA=OFF -DGGML_VULKAN=OFF -DGGML_METAL=OFF -DGGML_BLAS=OFF"
+JOBS="$(nproc)"
+
+log() { echo "model.sh: $*" >&2; }
+
+# --- llama-cpp-python[server] in its venv (compiles llama.cpp once) ---
+# The marker records the flags the installed wheel was compiled with.
+MARKER="$VENV/.llama-cpp-python-build"
+if [ "${SKIP_LLAMA_CPP_PYTHON:-0}" != 1 ] && { ! "$VENV/bin/python" -c "import sys, llama_cpp; sys.exit(llama_cpp.__version__ != '$LLAMA_CPP_PYTHON_VERSION')" 2>/dev/null ||
+  [ "$(cat "$MARKER" 2>/dev/null)" != "$LLAMA_CPP_PYTHON_VERSION $GGML_FLAGS" ]; }; then
+  log "installing llama-cpp-python[server]==$LLAMA_CPP_PYTHON_VERSION into $VENV (compiles llama.cpp)"
+  python3 -m venv "$VENV"
+  CMAKE_ARGS="$GGML_FLAGS" CMAKE_BUILD_PARALLEL_LEVEL="$JOBS" \
+    "$VENV/bin/pip" install -q --force-reinstall --no-cache-dir \
+    "llama-cpp-python[server]==$LLAMA_CPP_PYTHON_VERSION" >&2
+  echo "$LLAMA_CPP_PYTHON_VERSION $GGML_FLAGS" >"$MARKER"
+fi
+
+# --- llama-server from the same sdist's vendored llama.cpp ---
+if [ ! -x "$LLAMA_SERVER" ]; then
+  if [ ! -f "$SDIST_DIR/vendor/llama.cpp/CMakeLists.txt" ]; then
+    log "fetching the llama-cpp-python $LLAMA_CPP_PYTHON_VERSION sdist (for llama.cpp's sources)"
+    mkdir -p "$SRC"
+    python3 -m pip download -q --no-deps --no-binary :all: -d "$SRC" \
+      "llama-cpp-python==$LLAMA_CPP_PYTHON_VERSION" >&2
+    tar -xzf "$SRC/llama_cpp_python-$LLAMA_CPP_PYTHON_VERSION.tar.gz" -C "$SRC"
+  fi
+  log "building llama-server from $SDIST_DIR/vendor/llama.cpp"
+  # shellcheck disable=SC2086 # GGML_FLAGS is a list of arguments
+  cmake -S "$SDIST_DIR/vendor/llama.cpp" -B "$SERVER_BUILD" -DCMAKE_BUILD_TYPE=Release $GGML_FLAGS \
+    -DBUILD_SHARED_LIBS=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF \
+    -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF >&2
+  cmake --build "$SERVER_BUILD" --target llama-server -j "$JOBS" >&2
+fi
+
+# --- Keyplane ---
+log "building keyplane (release)"
+cargo build --release -q -p keyplane >&2
+KEYPLANE="$CARGO_TARGET_DIR/release/keyplane"
+
+TMP="$(mktemp -d)"
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_http() { # URL LOGFILE
+  for _ in $(seq 1 600); do
+    if python3 -c "import sys,urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)" "$1" 2>/dev/null; then
+      return 0
+    fi
+    sleep 0.1
+  done
+  log "timed out waiting for $1; its log:"; tail -20 "$2" >&2; exit 1
+}
+
+wait_line() { # TEXT LOGFILE
+  for _ in $(seq 1 600); do
+    grep -q "$1" "$2" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  log "timed out waiting for '$1'; the log:"; tail -20 "$2" >&2; exit 1
+}
+
+KP_PORT="$(free_port)"
+cat >"$TMP/keyplane.toml" <<'TOML'
+[local]
+parallel = 4
+context = 2048
+TOML
+"$KEYPLANE" serve --listen "127.0.0.1:$KP_PORT" --data-dir "$TMP/kp" --model "$KEYPLANE_MODEL" \
+  --config "$TMP/keyplane.toml" >"$TMP/keyplane.log" 2>&1 &
+PIDS+=($!)
+wait_line "keyplane listening on" "$TMP/keyplane.log"
+KEY="$("$KEYPLANE" --credentials "$TMP/kp/owner-credentials.json" --format json keys create |
+  python3 -c 'import json,sys; print(json.load(sys.stdin)["keyString"])')"
+
+LS_PORT="$(free_port)"
+"$LLAMA_SERVER" --model "$KEYPLANE_MODEL" --host 127.0.0.1 --port "$LS_PORT" \
+  --threads 1 --threads-batch 1 --parallel 4 --ctx-size 8192 --batch-size 512 --ubatch-size 512 \
+  --no-webui >"$TMP/llama-server.log" 2>&1 &
+PIDS+=($!)
+wait_http "http://127.0.0.1:$LS_PORT/health" "$TMP/llama-server.log"
+
+LCP_ARGS=()
+if [ "${SKIP_LLAMA_CPP_PYTHON:-0}" != 1 ]; then
+  LCP_PORT="$(free_port)"
+  "$VENV/bin/python" -m llama_cpp.server --model "$KEYPLANE_MODEL" --host 127.0.0.1 --port "$LCP_PORT" \
+    --n_threads 1 --n_threads_batch 1 --n_ctx 2048 --n_batch 512 --n_ubatch 512 \
+    --interrupt_requests False >"$TMP/llama-cpp-python.log" 2>&1 &
+  PIDS+=($!)
+  wait_http "http://127.0.0.1:$LCP_PORT/v1/models" "$TMP/llama-cpp-python.log"
+  LCP_ARGS=(--llama-cpp-python "http://127.0.0.1:$LCP_PORT")
+fi
+
+log "llama-cpp-python $LLAMA_CPP_PYTHON_VERSION; llama-server: $("$LLAMA_SERVER" --version 2>&1 | grep -m1 version || true)"
+python3 "$ROOT/bench/model_bench.py" \
+  --keyplane "http://127.0.0.1:$KP_PORT" --keyplane-key "$KEY" \
+  --llama-server "http://127.0.0.1:$LS_PORT" "${LCP_ARGS[@]}" \
+  --rounds "${ROUNDS:-2}" --max-tokens "${MAX_TOKENS:-128}" --concurrency "${CONCURRENCY:-1,2,4}"
