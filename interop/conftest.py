@@ -16,6 +16,7 @@ import signal
 import subprocess
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ import pytest
 from google import genai
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-LISTEN_RE = re.compile(r"keyplane listening on (http://\S+)")
+LISTEN_RE = re.compile(r"keyplane listening on (https?://\S+)")
 START_TIMEOUT_S = 60.0
 CLI_TIMEOUT_S = 60.0
 
@@ -169,8 +170,10 @@ def _stop(proc: subprocess.Popen[str]) -> None:
         proc.wait(timeout=10)
 
 
-@pytest.fixture(scope="session")
-def keyplane(tmp_path_factory: pytest.TempPathFactory):
+@contextmanager
+def start_keyplane(workdir: Path, *extra_args: str):
+    """Runs `keyplane serve` on a fresh data directory under `workdir` (plus `extra_args`)
+    until the block ends; yields the running Keyplane."""
     binary = keyplane_bin()
     if not binary.is_file():
         pytest.fail(
@@ -178,13 +181,13 @@ def keyplane(tmp_path_factory: pytest.TempPathFactory):
             "or point KEYPLANE_BIN at it (scripts/test.sh does both)",
             pytrace=False,
         )
-    workdir = tmp_path_factory.mktemp("keyplane")
     data_dir = workdir / "data"
     stderr_path = workdir / "server.stderr"
     argv = [str(binary), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(data_dir)]
     model = os.environ.get("KEYPLANE_MODEL")
     if model:
         argv += ["--model", model]
+    argv += list(extra_args)
 
     with open(stderr_path, "w") as stderr_file:
         proc = subprocess.Popen(
@@ -235,6 +238,12 @@ def keyplane(tmp_path_factory: pytest.TempPathFactory):
         yield server
     finally:
         _stop(proc)
+
+
+@pytest.fixture(scope="session")
+def keyplane(tmp_path_factory: pytest.TempPathFactory):
+    with start_keyplane(tmp_path_factory.mktemp("keyplane")) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

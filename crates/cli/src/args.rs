@@ -98,6 +98,22 @@ pub struct ServeArgs {
     /// The local model's GGUF file
     #[arg(long, env = "KEYPLANE_MODEL", value_name = "PATH")]
     pub model: Option<PathBuf>,
+    /// Serve HTTPS: the certificate chain (PEM, leaf first); needs --tls-key
+    #[arg(
+        long,
+        env = "KEYPLANE_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM); needs --tls-cert
+    #[arg(
+        long,
+        env = "KEYPLANE_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -600,6 +600,7 @@ async fn keys_are_never_stored_or_logged_in_plain_text() {
             ("RUST_LOG".into(), "debug".into()),
             ("KEYPLANE_LOG".into(), "debug".into()),
         ],
+        ..Options::default()
     });
     let ctx = s.ctx().await;
     let key = ctx.new_key("cp-leak").await;

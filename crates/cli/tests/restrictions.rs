@@ -578,6 +578,7 @@ async fn forwarded_for_is_believed_only_from_trusted_proxies() {
             "KEYPLANE_TRUSTED_PROXIES".into(),
             "127.0.0.1/32, 10.0.0.0/8".into(),
         )],
+        ..Options::default()
     });
     let ctx = s.ctx().await;
     let project = project_with(&ctx, "rs-xff", &[GL]).await;

@@ -177,6 +177,7 @@ fn start_server(dir: &std::path::Path, base_url: &str) -> Server {
             ("RUST_LOG".into(), "debug".into()),
             ("KEYPLANE_LOG".into(), "debug".into()),
         ],
+        ..Options::default()
     })
 }
 

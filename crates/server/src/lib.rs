@@ -14,6 +14,7 @@ pub mod dataplane;
 pub mod identity;
 pub mod oauth;
 pub mod settings;
+pub mod tls;
 
 use anyhow::Context;
 use axum::extract::Request;
@@ -42,6 +43,8 @@ pub struct Config {
     pub config_file: Option<PathBuf>,
     /// The local model's GGUF file; when `None` it is looked up in the usual places.
     pub model_path: Option<PathBuf>,
+    /// Serve HTTPS with this certificate and key instead of plain HTTP.
+    pub tls: Option<tls::TlsFiles>,
 }
 
 /// Where the local model is looked for when `--model` is not given: `KEYPLANE_MODEL`,
@@ -347,11 +350,12 @@ pub async fn build_state(
 }
 
 /// Runs the server until SIGINT or SIGTERM. Once listening it prints one line to stdout:
-/// `keyplane listening on http://ADDR`.
+/// `keyplane listening on http://ADDR` (`https://` with TLS).
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let settings = Settings::load(config.config_file.as_deref())?;
-    // A missing upstream key fails here, before the model is loaded.
+    // A missing upstream key or unusable TLS files fail here, before the model is loaded.
     upstream_client(&settings)?;
+    let tls = config.tls.as_ref().map(tls::server_config).transpose()?;
     let model_path = find_model(&config)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -360,7 +364,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     if addr.ip().is_unspecified() {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
-    let base_url = format!("http://{addr}");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let base_url = format!("{scheme}://{addr}");
 
     let mut opts = LocalOptions::new(&model_path);
     opts.model_id = LOCAL_MODEL_ID.to_owned();
@@ -397,6 +402,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         let mut out = std::io::stdout().lock();
         writeln!(out, "keyplane listening on {base_url}")?;
         out.flush()?;
+    }
+    if let Some(tls) = tls {
+        return tls::serve(listener, app, tls, shutdown_signal()).await;
     }
     // No Nagle delay on accepted connections: a streamed event (SSE) goes out when it is
     // written, not after the client's delayed ACK (~40 ms per event otherwise).

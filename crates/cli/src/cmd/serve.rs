@@ -17,6 +17,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         data_dir: args.data_dir,
         config_file: args.config,
         model_path: args.model,
+        tls: match (args.tls_cert, args.tls_key) {
+            (Some(cert), Some(key)) => Some(keyplane_server::tls::TlsFiles { cert, key }),
+            _ => None,
+        },
     })
     .await
 }

@@ -30,7 +30,7 @@ pub const MODEL: &str = "gemini-2.5-flash";
 pub const LOCAL_MODEL: &str = "smollm2-135m-instruct";
 pub const CLOUD_PLATFORM: &str = "https://www.googleapis.com/auth/cloud-platform";
 pub const GOOGLE_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
-const READY_PREFIX: &str = "keyplane listening on http://";
+const READY_PREFIX: &str = "keyplane listening on ";
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -64,6 +64,8 @@ exit "$rc"
 pub struct Options {
     /// Extra environment for the server (for instance `RUST_LOG`).
     pub env: Vec<(String, String)>,
+    /// Extra arguments after `serve --listen … --data-dir …` (for instance `--tls-cert`).
+    pub args: Vec<String>,
 }
 
 struct Proc {
@@ -75,7 +77,7 @@ struct Proc {
 
 /// A running `keyplane serve`.
 pub struct Server {
-    /// `http://127.0.0.1:PORT`
+    /// `http://127.0.0.1:PORT` (`https://` when started with TLS)
     pub base: String,
     /// `127.0.0.1:PORT`
     pub addr: String,
@@ -171,6 +173,7 @@ impl Server {
             .arg(listen)
             .arg("--data-dir")
             .arg(&self.data_dir)
+            .args(&self.opts.args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -217,9 +220,10 @@ impl Server {
             match rx.recv_timeout(left) {
                 Ok(line) => {
                     if let Some(rest) = line.strip_prefix(READY_PREFIX) {
-                        let addr = rest.trim().trim_end_matches('/').to_owned();
-                        self.base = format!("http://{addr}");
-                        self.addr = addr;
+                        let base = rest.trim().trim_end_matches('/').to_owned();
+                        let addr = base.split_once("://").map_or(base.as_str(), |(_, a)| a);
+                        self.addr = addr.to_owned();
+                        self.base = base;
                         return;
                     }
                 }
