@@ -21,7 +21,8 @@
 #
 # Environment knobs: DURATION (s, default 8), WARMUP (s, 2), ROUNDS (2), CONNECTIONS (16),
 # STREAM_CONNECTIONS (16), EVENT_DELAY_MS (2), GATEWAY_KEYS (10000), SPREAD (1000),
-# SCALE_KEYS (1000000), COLD_REQUESTS (2000), SKIP_SCALE=1, SKIP_HELPERS=1.
+# SCALE_KEYS (1000000), COLD_REQUESTS (2000), SKIP_GATEWAY=1 (only the scale stage),
+# SKIP_SCALE=1, SKIP_HELPERS=1.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -272,66 +273,68 @@ PY
 }
 
 # --- stage a: gateway ----------------------------------------------------------------------
-log "stage gateway: seeding $GATEWAY_KEYS keys"
-"$BIN/seed" --data-dir "$WORK/gw-data" --count "$GATEWAY_KEYS" --keys-out "$WORK/gw.keys" \
-  --restrict --base-url "http://127.0.0.1:$KP_PORT" >"$RAW/seed-gateway.json"
-start_upstream 0
-start_nginx
-start_keyplane "$WORK/gw-data" "$KP_PORT" gateway
-GW_KP_PID="$KP_PID"
+if [ "${SKIP_GATEWAY:-0}" != 1 ]; then
+  log "stage gateway: seeding $GATEWAY_KEYS keys"
+  "$BIN/seed" --data-dir "$WORK/gw-data" --count "$GATEWAY_KEYS" --keys-out "$WORK/gw.keys" \
+    --restrict --base-url "http://127.0.0.1:$KP_PORT" >"$RAW/seed-gateway.json"
+  start_upstream 0
+  start_nginx
+  start_keyplane "$WORK/gw-data" "$KP_PORT" gateway
+  GW_KP_PID="$KP_PID"
 
-# Keyplane must really proxy to the fake upstream (the upstream checks its key).
-probe=$(head -1 "$WORK/gw.keys")
-code=$(curl -s -o "$WORK/probe.json" -w '%{http_code}' -X POST -H "x-goog-api-key: $probe" \
-  -H 'content-type: application/json' -d '{"contents":[{"parts":[{"text":"hi"}]}]}' \
-  "http://127.0.0.1:$KP_PORT$GEN_PATH")
-if [ "$code" != 200 ] || ! grep -q fake-upstream "$WORK/probe.json"; then
-  log "Keyplane does not route $MODEL to the fake upstream (HTTP $code):"
-  head -c 400 "$WORK/probe.json" >&2
-  exit 1
-fi
+  # Keyplane must really proxy to the fake upstream (the upstream checks its key).
+  probe=$(head -1 "$WORK/gw.keys")
+  code=$(curl -s -o "$WORK/probe.json" -w '%{http_code}' -X POST -H "x-goog-api-key: $probe" \
+    -H 'content-type: application/json' -d '{"contents":[{"parts":[{"text":"hi"}]}]}' \
+    "http://127.0.0.1:$KP_PORT$GEN_PATH")
+  if [ "$code" != 200 ] || ! grep -q fake-upstream "$WORK/probe.json"; then
+    log "Keyplane does not route $MODEL to the fake upstream (HTTP $code):"
+    head -c 400 "$WORK/probe.json" >&2
+    exit 1
+  fi
 
-up="http://127.0.0.1:$UP_PORT$GEN_PATH"
-ng="http://127.0.0.1:$NGINX_PORT$GEN_PATH"
-kp="http://127.0.0.1:$KP_PORT$GEN_PATH"
-common=(--connections "$CONNECTIONS" --duration "$DURATION" --warmup "$WARMUP")
-NGINX_PIDS="$NGINX_PID $(pgrep -P "$NGINX_PID" | tr '\n' ' ')"
-for r in $(seq 1 "$ROUNDS"); do
-  log "gateway round $r/$ROUNDS"
-  MEASURED="$UP_PID"
-  load "gw-a-direct-r$r" --url "$up" --keys "$WORK/upstream.keys" "${common[@]}"
-  MEASURED="$UP_PID $NGINX_PIDS"
-  load "gw-b-nginx-r$r" --url "$ng" --keys "$WORK/gw.keys" --keys-limit "$SPREAD" "${common[@]}"
+  up="http://127.0.0.1:$UP_PORT$GEN_PATH"
+  ng="http://127.0.0.1:$NGINX_PORT$GEN_PATH"
+  kp="http://127.0.0.1:$KP_PORT$GEN_PATH"
+  common=(--connections "$CONNECTIONS" --duration "$DURATION" --warmup "$WARMUP")
+  NGINX_PIDS="$NGINX_PID $(pgrep -P "$NGINX_PID" | tr '\n' ' ')"
+  for r in $(seq 1 "$ROUNDS"); do
+    log "gateway round $r/$ROUNDS"
+    MEASURED="$UP_PID"
+    load "gw-a-direct-r$r" --url "$up" --keys "$WORK/upstream.keys" "${common[@]}"
+    MEASURED="$UP_PID $NGINX_PIDS"
+    load "gw-b-nginx-r$r" --url "$ng" --keys "$WORK/gw.keys" --keys-limit "$SPREAD" "${common[@]}"
+    MEASURED="$UP_PID $GW_KP_PID"
+    load "gw-c-keyplane-r$r" --url "$kp" --keys "$WORK/gw.keys" --keys-limit "$SPREAD" "${common[@]}"
+  done
+
+  log "mixed and invalid keys"
   MEASURED="$UP_PID $GW_KP_PID"
-  load "gw-c-keyplane-r$r" --url "$kp" --keys "$WORK/gw.keys" --keys-limit "$SPREAD" "${common[@]}"
-done
+  load "mixed-keyplane" --url "$kp" --keys "$WORK/gw.keys" --keys-limit "$SPREAD" \
+    --invalid-ratio 0.1 "${common[@]}"
+  before=$(upstream_count)
+  load "invalid-keyplane" --url "$kp" --keys "$WORK/gw.keys" --keys-limit "$SPREAD" \
+    --invalid-ratio 1.0 "${common[@]}"
+  after=$(upstream_count)
+  echo "{\"upstream_requests_during_invalid_run\": $((after - before))}" >"$RAW/invalid-upstream.json"
+  MEASURED="$NGINX_PIDS"
+  load "invalid-nginx-403" --url "http://127.0.0.1:$NGINX_403_PORT$GEN_PATH" \
+    --keys "$WORK/gw.keys" --keys-limit "$SPREAD" "${common[@]}"
 
-log "mixed and invalid keys"
-MEASURED="$UP_PID $GW_KP_PID"
-load "mixed-keyplane" --url "$kp" --keys "$WORK/gw.keys" --keys-limit "$SPREAD" \
-  --invalid-ratio 0.1 "${common[@]}"
-before=$(upstream_count)
-load "invalid-keyplane" --url "$kp" --keys "$WORK/gw.keys" --keys-limit "$SPREAD" \
-  --invalid-ratio 1.0 "${common[@]}"
-after=$(upstream_count)
-echo "{\"upstream_requests_during_invalid_run\": $((after - before))}" >"$RAW/invalid-upstream.json"
-MEASURED="$NGINX_PIDS"
-load "invalid-nginx-403" --url "http://127.0.0.1:$NGINX_403_PORT$GEN_PATH" \
-  --keys "$WORK/gw.keys" --keys-limit "$SPREAD" "${common[@]}"
-
-log "streaming ($EVENT_DELAY_MS ms between 5 events)"
-stop "$UP_PID"
-start_upstream "$EVENT_DELAY_MS"
-scommon=(--stream --connections "$STREAM_CONNECTIONS" --duration "$DURATION" --warmup "$WARMUP")
-MEASURED="$UP_PID"
-load "stream-a-direct" --url "http://127.0.0.1:$UP_PORT$STREAM_PATH" --keys "$WORK/upstream.keys" "${scommon[@]}"
-MEASURED="$UP_PID $NGINX_PIDS"
-load "stream-b-nginx" --url "http://127.0.0.1:$NGINX_PORT$STREAM_PATH" --keys "$WORK/gw.keys" --keys-limit "$SPREAD" "${scommon[@]}"
-MEASURED="$UP_PID $GW_KP_PID"
-load "stream-c-keyplane" --url "http://127.0.0.1:$KP_PORT$STREAM_PATH" --keys "$WORK/gw.keys" --keys-limit "$SPREAD" "${scommon[@]}"
-stop "$GW_KP_PID"
-stop "$NGINX_PID"
-stop "$UP_PID"
+  log "streaming ($EVENT_DELAY_MS ms between 5 events)"
+  stop "$UP_PID"
+  start_upstream "$EVENT_DELAY_MS"
+  scommon=(--stream --connections "$STREAM_CONNECTIONS" --duration "$DURATION" --warmup "$WARMUP")
+  MEASURED="$UP_PID"
+  load "stream-a-direct" --url "http://127.0.0.1:$UP_PORT$STREAM_PATH" --keys "$WORK/upstream.keys" "${scommon[@]}"
+  MEASURED="$UP_PID $NGINX_PIDS"
+  load "stream-b-nginx" --url "http://127.0.0.1:$NGINX_PORT$STREAM_PATH" --keys "$WORK/gw.keys" --keys-limit "$SPREAD" "${scommon[@]}"
+  MEASURED="$UP_PID $GW_KP_PID"
+  load "stream-c-keyplane" --url "http://127.0.0.1:$KP_PORT$STREAM_PATH" --keys "$WORK/gw.keys" --keys-limit "$SPREAD" "${scommon[@]}"
+  stop "$GW_KP_PID"
+  stop "$NGINX_PID"
+  stop "$UP_PID"
+fi
 start_upstream 0
 
 # --- stage b: scale -----------------------------------------------------------------------

@@ -6,12 +6,16 @@
 //! lock per decision, a table hashed by the lookup hash's own first eight bytes (an
 //! HMAC-SHA256 under the server secret is already uniform and cannot be aimed by a caller,
 //! so SipHash would only add work), and restrictions shared between the keys that have the
-//! same ones, so a million keys cost a few hundred bytes each.
+//! same ones. The table holds one pointer per key (the entry carries its own lookup hash),
+//! so a million keys cost about 200 bytes each: the table's 9-byte slots (at most half
+//! full after growing), the shared entry and its key id.
 
 use crate::restrictions::{CompiledRestrictions, KeyRestrictions};
 use keyplane_core::{ApiKey, Restrictions, ServiceState};
 use parking_lot::RwLock;
-use std::collections::HashMap;
+use std::borrow::Borrow;
+use std::collections::{HashMap, HashSet};
+use std::fmt;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::Arc;
 
@@ -23,6 +27,19 @@ pub struct KeyEntry {
     /// Read as `Restrictions`; compiled for `restrictions::check`, and shared by every key
     /// of the snapshot with equal restrictions.
     pub restrictions: Arc<CompiledRestrictions>,
+    pub service_account_email: Option<String>,
+    /// What the snapshot's table finds the entry by (only the snapshot makes entries).
+    lookup_hash: LookupHash,
+}
+
+/// A live key as [`Snapshot::load_keys`] takes it (the store's projection of an `ApiKey`).
+#[derive(Debug, Clone)]
+pub struct LiveKey {
+    pub lookup_hash: Vec<u8>,
+    pub project_number: i64,
+    pub key_id: String,
+    /// Keys given with the same `Arc` (or equal values) share one compiled copy.
+    pub restrictions: Arc<Restrictions>,
     pub service_account_email: Option<String>,
 }
 
@@ -47,7 +64,8 @@ pub struct Snapshot {
 
 #[derive(Default)]
 struct Tables {
-    keys: HashMap<LookupHash, Arc<KeyEntry>, BuildHasherDefault<WordHasher>>,
+    /// Entries found by their own lookup hash (see [`Slot`]).
+    keys: HashSet<Slot, BuildHasherDefault<WordHasher>>,
     /// Enabled services of every ACTIVE project (a handful each: a list beats a set).
     services: HashMap<i64, Vec<String>, BuildHasherDefault<WordHasher>>,
     restrictions: Interner,
@@ -71,13 +89,54 @@ impl Snapshot {
         let fingerprint = fingerprint(&key.restrictions);
         let mut tables = self.tables.write();
         let restrictions = tables.restrictions.intern(fingerprint, &key.restrictions);
-        let entry = Arc::new(KeyEntry {
+        tables.keys.replace(Slot(Arc::new(KeyEntry {
             project_number: key.project_number,
             key_id: key.key_id.clone(),
             restrictions,
             service_account_email: key.service_account_email.clone(),
-        });
-        tables.keys.insert(hash, entry);
+            lookup_hash: hash,
+        })));
+    }
+
+    /// Makes room for `additional` more keys at once (before [`Snapshot::load_keys`] with a
+    /// known count: the table then never holds its old and its grown copy together).
+    pub fn reserve_keys(&self, additional: usize) {
+        self.tables.write().keys.reserve(additional);
+    }
+
+    /// Adds (or replaces) live keys in bulk, under one write lock for the whole batch: for
+    /// loading the snapshot at start-up, page by page. Keys whose lookup hash is not 32
+    /// bytes are ignored, as by [`Snapshot::upsert_key`].
+    pub fn load_keys(&self, keys: impl IntoIterator<Item = LiveKey>) {
+        let mut tables = self.tables.write();
+        // Runs of keys with the same restrictions skip the fingerprint and the interner.
+        let mut last: Option<(Arc<Restrictions>, Arc<CompiledRestrictions>)> = None;
+        for key in keys {
+            let Ok(hash) = <[u8; 32]>::try_from(key.lookup_hash.as_slice()) else {
+                continue;
+            };
+            let restrictions = match &last {
+                Some((r, compiled))
+                    if Arc::ptr_eq(r, &key.restrictions) || **r == *key.restrictions =>
+                {
+                    Arc::clone(compiled)
+                }
+                _ => {
+                    let compiled = tables
+                        .restrictions
+                        .intern(fingerprint(&key.restrictions), &key.restrictions);
+                    last = Some((Arc::clone(&key.restrictions), Arc::clone(&compiled)));
+                    compiled
+                }
+            };
+            tables.keys.replace(Slot(Arc::new(KeyEntry {
+                project_number: key.project_number,
+                key_id: key.key_id,
+                restrictions,
+                service_account_email: key.service_account_email,
+                lookup_hash: LookupHash(hash),
+            })));
+        }
     }
 
     pub fn remove_key(&self, lookup_hash: &[u8]) {
@@ -112,7 +171,7 @@ impl Snapshot {
     /// The data-plane decision for a key (by lookup hash) calling `service`.
     pub fn check_key(&self, lookup_hash: &[u8; 32], service: &str) -> Result<KeyPermit, KeyDenied> {
         let tables = self.tables.read();
-        let key = tables
+        let Slot(key) = tables
             .keys
             .get(&LookupHash(*lookup_hash))
             .ok_or(KeyDenied::Invalid)?;
@@ -145,6 +204,36 @@ impl Tables {
 /// An HMAC-SHA256 lookup hash as a table key; it hashes as its first eight bytes.
 #[derive(Clone, Copy, PartialEq, Eq)]
 struct LookupHash([u8; 32]);
+
+impl fmt::Debug for LookupHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LookupHash(..)")
+    }
+}
+
+/// A table slot: one pointer to an entry, which carries its own lookup hash. It hashes and
+/// compares as that hash, so the table is searched with a bare `LookupHash`.
+struct Slot(Arc<KeyEntry>);
+
+impl Hash for Slot {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.lookup_hash.hash(state);
+    }
+}
+
+impl PartialEq for Slot {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.lookup_hash == other.0.lookup_hash
+    }
+}
+
+impl Eq for Slot {}
+
+impl Borrow<LookupHash> for Slot {
+    fn borrow(&self) -> &LookupHash {
+        &self.0.lookup_hash
+    }
+}
 
 impl Hash for LookupHash {
     fn hash<H: Hasher>(&self, state: &mut H) {
@@ -370,6 +459,97 @@ mod tests {
         let held = snap.tables.read().restrictions.len;
         assert!(held < 200, "{held} copies held");
         assert_eq!(snap.key_count(), 201);
+    }
+
+    #[test]
+    fn bulk_loaded_keys_decide_like_upserted_ones() {
+        use keyplane_core::ApiTarget;
+        let secret = ServerSecret::from_bytes(&[3u8; 32]).unwrap();
+        let targeted = Arc::new(Restrictions {
+            api_targets: vec![ApiTarget {
+                service: "s".into(),
+                methods: vec![],
+            }],
+            ..Restrictions::default()
+        });
+        let plains: Vec<PlainKey> = (0..300).map(|_| PlainKey::generate()).collect();
+        let keys: Vec<ApiKey> = plains
+            .iter()
+            .enumerate()
+            .map(|(i, plain)| {
+                let mut k = key(&secret, plain, 1 + (i as i64 % 3));
+                k.key_id = format!("k{i}");
+                if i % 4 != 0 {
+                    k.restrictions = (*targeted).clone();
+                }
+                if i % 7 == 0 {
+                    k.service_account_email = Some(format!("sa{i}@p.iam.gserviceaccount.com"));
+                }
+                k
+            })
+            .collect();
+        let one_by_one = Snapshot::new();
+        for k in &keys {
+            one_by_one.upsert_key(k);
+        }
+        let bulk = Snapshot::new();
+        bulk.reserve_keys(keys.len());
+        let live = |k: &ApiKey, shared: bool| LiveKey {
+            lookup_hash: k.lookup_hash.clone(),
+            project_number: k.project_number,
+            key_id: k.key_id.clone(),
+            // Half of them with the shared value, half with copies of equal values.
+            restrictions: if shared && !k.restrictions.api_targets.is_empty() {
+                Arc::clone(&targeted)
+            } else {
+                Arc::new(k.restrictions.clone())
+            },
+            service_account_email: k.service_account_email.clone(),
+        };
+        bulk.load_keys(keys[..150].iter().map(|k| live(k, true)));
+        bulk.load_keys(keys[150..].iter().map(|k| live(k, false)));
+        // A hash of the wrong length is ignored; loading a key again replaces it.
+        let mut odd = live(&keys[0], true);
+        odd.lookup_hash.truncate(31);
+        let mut again = live(&keys[1], true);
+        again.project_number = 2;
+        bulk.load_keys([odd, again]);
+        for snap in [&one_by_one, &bulk] {
+            for p in 1..=3 {
+                snap.set_service(&ServiceState {
+                    project_number: p,
+                    service: "s".into(),
+                    enabled: p != 3,
+                    update_time: now(),
+                });
+            }
+        }
+        assert_eq!(bulk.key_count(), 300);
+        for (i, plain) in plains.iter().enumerate() {
+            let hash = secret.lookup_hash(plain);
+            let want = one_by_one.check_key(&hash, "s").map(|p| p.key);
+            let got = bulk.check_key(&hash, "s").map(|p| p.key);
+            if i == 1 {
+                assert_eq!(got.unwrap().project_number, 2);
+                continue;
+            }
+            match (want, got) {
+                (Ok(w), Ok(g)) => assert_eq!(*w, *g),
+                (w, g) => assert_eq!(w.map(|_| ()), g.map(|_| ())),
+            }
+        }
+        // Equal restrictions share one compiled copy, however they were given.
+        let entry = |i: usize| {
+            bulk.check_key(&secret.lookup_hash(&plains[i]), "s")
+                .unwrap()
+                .key
+        };
+        assert!(Arc::ptr_eq(&entry(6).restrictions, &entry(297).restrictions));
+        assert!(Arc::ptr_eq(&entry(4).restrictions, &entry(292).restrictions));
+        assert!(!Arc::ptr_eq(&entry(4).restrictions, &entry(6).restrictions));
+        assert_eq!(bulk.tables.read().restrictions.len, 2);
+        bulk.remove_key(&secret.lookup_hash(&plains[4]));
+        assert_eq!(bulk.key_count(), 299);
     }
 
     #[test]

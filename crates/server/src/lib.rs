@@ -295,22 +295,7 @@ pub async fn build_state(
 
     // The request path's in-memory view.
     let snapshot = keyplane_auth::Snapshot::new();
-    // Page by page: with a million keys, the whole table in one Vec (plus its rows) would
-    // double the memory high-water mark and the start-up time.
-    let mut after: Option<Vec<u8>> = None;
-    loop {
-        let (keys, next) = store
-            .live_keys_page(after.as_deref(), SNAPSHOT_PAGE)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        for key in &keys {
-            snapshot.upsert_key(key);
-        }
-        match next {
-            Some(cursor) => after = Some(cursor),
-            None => break,
-        }
-    }
+    load_snapshot_keys(store.as_ref(), &snapshot).await?;
     let mut page = keyplane_store::PageRequest::default();
     loop {
         let projects = store
@@ -347,6 +332,41 @@ pub async fn build_state(
         base_url: base_url.to_owned(),
         settings,
     })))
+}
+
+/// Loads every live key into the snapshot, page by page: with a million keys, the whole
+/// table in one Vec (plus its rows) would double the memory high-water mark and the
+/// start-up time. Only the columns the snapshot keeps are read (no ciphertext: nothing is
+/// decrypted or hashed here), the table is sized once from the live-key count (growing
+/// it would hold the old and the new table at once), and each page goes in under one lock.
+async fn load_snapshot_keys(
+    store: &dyn Store,
+    snapshot: &keyplane_auth::Snapshot,
+) -> anyhow::Result<()> {
+    let count = store
+        .live_key_count()
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    snapshot.reserve_keys(usize::try_from(count).unwrap_or(0));
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let (keys, next) = store
+            .live_snapshot_keys_page(after.as_deref(), SNAPSHOT_PAGE)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        snapshot.load_keys(keys.into_iter().map(|k| keyplane_auth::snapshot::LiveKey {
+            lookup_hash: k.lookup_hash,
+            project_number: k.project_number,
+            key_id: k.key_id,
+            restrictions: k.restrictions,
+            service_account_email: k.service_account_email,
+        }));
+        match next {
+            Some(cursor) => after = Some(cursor),
+            None => break,
+        }
+    }
+    Ok(())
 }
 
 /// Runs the server until SIGINT or SIGTERM. Once listening it prints one line to stdout:

@@ -39,7 +39,7 @@ pub use users_audit_cases::{audit_log, users};
 mod ephemeral_cases;
 pub use ephemeral_cases::{concurrent_ephemeral_uses, ephemeral_tokens};
 
-use crate::{OrgPolicyRecord, PageRequest, Store, StoreError};
+use crate::{OrgPolicyRecord, PageRequest, SnapshotKey, Store, StoreError};
 use keyplane_core::{
     AccessToken, AndroidApplication, AndroidKeyRestrictions, ApiKey, ApiTarget,
     BrowserKeyRestrictions, IosKeyRestrictions, Organization, Project, ProjectState, Restrictions,
@@ -92,6 +92,7 @@ macro_rules! conformance_tests {
             key_purge,
             key_pagination,
             key_batches,
+            snapshot_key_pages,
             restrictions_round_trip,
             service_accounts,
             service_account_keys,
@@ -732,6 +733,91 @@ pub async fn key_batches<S: Store>(s: &S) {
         s.live_keys_page(Some(b"nope"), 7).await,
         StoreError::InvalidArgument(_)
     );
+}
+
+/// `live_snapshot_keys_page` and `live_key_count`: the snapshot's projection of exactly the
+/// keys `live_keys_page` returns, page for page, with interchangeable cursors.
+pub async fn snapshot_key_pages<S: Store>(s: &S) {
+    let a = project(1);
+    let b = project(2);
+    s.create_project(&a).await.unwrap();
+    s.create_project(&b).await.unwrap();
+    assert_eq!(s.live_key_count().await.unwrap(), 0);
+    let (empty, next) = s.live_snapshot_keys_page(None, 5).await.unwrap();
+    assert!(empty.is_empty() && next.is_none());
+
+    let mut keys: Vec<ApiKey> = (1..=23)
+        .map(|n| api_key(if n % 2 == 0 { a.number } else { b.number }, n))
+        .collect();
+    for (i, k) in keys.iter_mut().enumerate() {
+        match i % 3 {
+            0 => {}
+            1 => k.restrictions = full_restrictions(),
+            _ => {
+                k.restrictions.api_targets = vec![ApiTarget {
+                    service: format!("svc{}.example.com", i % 2),
+                    methods: vec![],
+                }];
+                k.service_account_email = Some(format!("sa{i}@p.iam.gserviceaccount.com"));
+            }
+        }
+    }
+    s.create_keys(&keys).await.unwrap();
+    let mut gone = keys[4].clone();
+    gone.delete_time = Some(t0() + secs(1000));
+    gone.etag = "W/\"gone\"".into();
+    s.update_key(&gone, &keys[4].etag).await.unwrap();
+    assert_eq!(s.live_key_count().await.unwrap(), 22);
+
+    // Page for page what live_keys_page returns, projected.
+    let mut after: Option<Vec<u8>> = None;
+    let mut seen: Vec<SnapshotKey> = Vec::new();
+    let mut pages = 0;
+    loop {
+        let (full, full_next) = s.live_keys_page(after.as_deref(), 5).await.unwrap();
+        let (slim, next) = s.live_snapshot_keys_page(after.as_deref(), 5).await.unwrap();
+        assert_eq!(next, full_next);
+        let projected: Vec<SnapshotKey> = full.into_iter().map(SnapshotKey::from).collect();
+        assert_eq!(slim, projected);
+        // Equal restrictions read in one page may share a value; unequal ones never do.
+        for x in &slim {
+            for y in &slim {
+                if Arc::ptr_eq(&x.restrictions, &y.restrictions) {
+                    assert_eq!(x.restrictions, y.restrictions);
+                }
+            }
+        }
+        seen.extend(slim);
+        pages += 1;
+        match next {
+            Some(c) => after = Some(c),
+            None => break,
+        }
+    }
+    assert!(pages >= 5, "{pages} pages");
+    let mut want: Vec<SnapshotKey> = keys
+        .iter()
+        .filter(|k| k.key_id != gone.key_id)
+        .cloned()
+        .map(SnapshotKey::from)
+        .collect();
+    want.sort_by(|x, y| x.lookup_hash.cmp(&y.lookup_hash));
+    seen.sort_by(|x, y| x.lookup_hash.cmp(&y.lookup_hash));
+    assert_eq!(seen, want);
+    assert!(seen.iter().any(|k| *k.restrictions == full_restrictions()));
+    assert!(seen.iter().any(|k| k.service_account_email.is_some()));
+
+    // A cursor from one method continues the other.
+    let (first, next) = s.live_snapshot_keys_page(None, 10).await.unwrap();
+    let (rest, _) = s.live_keys_page(next.as_deref(), 100).await.unwrap();
+    assert_eq!(first.len() + rest.len(), 22);
+    assert!(!rest.iter().any(|k| first.iter().any(|f| f.lookup_hash == k.lookup_hash)));
+    assert_err!(
+        s.live_snapshot_keys_page(Some(b"nope"), 7).await,
+        StoreError::InvalidArgument(_)
+    );
+    s.purge_deleted_keys(t0() + secs(2000)).await.unwrap();
+    assert_eq!(s.live_key_count().await.unwrap(), 22);
 }
 
 pub async fn key_updates<S: Store>(s: &S) {

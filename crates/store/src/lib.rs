@@ -10,9 +10,10 @@
 use async_trait::async_trait;
 use keyplane_core::iam::Policy;
 use keyplane_core::{
-    AccessToken, ApiKey, AuditEntry, EphemeralToken, Organization, Project, ServiceAccount,
-    ServiceAccountKey, ServiceState, StoredOperation, User,
+    AccessToken, ApiKey, AuditEntry, EphemeralToken, Organization, Project, Restrictions,
+    ServiceAccount, ServiceAccountKey, ServiceState, StoredOperation, User,
 };
+use std::sync::Arc;
 use time::OffsetDateTime;
 
 mod codec;
@@ -75,6 +76,30 @@ pub trait MetaStore: Send + Sync {
     async fn get_operation(&self, name: &str) -> Result<StoredOperation>;
 }
 
+/// What the in-memory auth snapshot keeps of a live key: the fields of [`ApiKey`] the data
+/// plane decides with, and nothing else (no ciphertext, times, annotations or etag).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotKey {
+    pub project_number: i64,
+    pub key_id: String,
+    pub lookup_hash: Vec<u8>,
+    /// Keys of one page whose stored restrictions are equal may share one value.
+    pub restrictions: Arc<Restrictions>,
+    pub service_account_email: Option<String>,
+}
+
+impl From<ApiKey> for SnapshotKey {
+    fn from(key: ApiKey) -> Self {
+        SnapshotKey {
+            project_number: key.project_number,
+            key_id: key.key_id,
+            lookup_hash: key.lookup_hash,
+            restrictions: Arc::new(key.restrictions),
+            service_account_email: key.service_account_email,
+        }
+    }
+}
+
 /// Projects and the services enabled in them.
 #[async_trait]
 pub trait ProjectStore: Send + Sync {
@@ -128,6 +153,20 @@ pub trait KeyStore: Send + Sync {
         after: Option<&[u8]>,
         limit: u32,
     ) -> Result<(Vec<ApiKey>, Option<Vec<u8>>)>;
+    /// [`KeyStore::live_keys_page`] with only what the auth snapshot needs of each key
+    /// ([`SnapshotKey`]): the same keys in the same order, with the same cursors (a cursor
+    /// of either method is valid for the other). Reading a million keys at start-up, the
+    /// columns left out are most of the cost.
+    async fn live_snapshot_keys_page(
+        &self,
+        after: Option<&[u8]>,
+        limit: u32,
+    ) -> Result<(Vec<SnapshotKey>, Option<Vec<u8>>)> {
+        let (keys, next) = self.live_keys_page(after, limit).await?;
+        Ok((keys.into_iter().map(SnapshotKey::from).collect(), next))
+    }
+    /// How many keys are not soft-deleted (a capacity hint for loading the snapshot).
+    async fn live_key_count(&self) -> Result<u64>;
     /// Removes keys soft-deleted before `cutoff`; returns how many.
     async fn purge_deleted_keys(&self, cutoff: OffsetDateTime) -> Result<u64>;
 }

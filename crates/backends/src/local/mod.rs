@@ -24,6 +24,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::LlamaModel;
@@ -123,8 +124,9 @@ struct Prepared {
 }
 
 impl LocalBackend {
-    /// Loads the model (once per path per process), creates the context and starts the
-    /// worker thread. Blocking (about 0.2 s): call it at startup or from `spawn_blocking`.
+    /// Loads the model (once per path per process) and starts the worker thread, which
+    /// creates the llama.cpp context when the first request arrives. Blocking (about 0.2 s):
+    /// call it at startup or from `spawn_blocking`.
     pub fn load(opts: LocalOptions) -> Result<LocalBackend, BackendError> {
         if opts.parallel == 0 || opts.parallel > MAX_PARALLEL {
             return Err(BackendError::InvalidArgument(format!(
@@ -204,20 +206,16 @@ impl LocalBackend {
                 "local backend: parallel x context_per_sequence is too large".into(),
             )
         })?;
-        let params = LlamaContextParams::default()
-            .with_n_ctx(std::num::NonZeroU32::new(n_ctx))
-            .with_n_seq_max(n_seq)
-            .with_n_batch(n_batch)
-            .with_n_ubatch(n_batch)
-            .with_n_threads(threads)
-            .with_n_threads_batch(threads);
-        // Still under the ENGINE lock: contexts are never created concurrently.
-        let ctx = model.new_context(engine.backend, params).map_err(|e| {
-            BackendError::Unavailable(format!("llama.cpp context creation failed: {e}"))
-        })?;
+        // The worker creates the context when the first request arrives (see `worker`).
+        let spec = ContextSpec {
+            n_ctx,
+            n_seq,
+            n_batch,
+            threads,
+        };
 
         let (jobs, rx) = mpsc::unbounded_channel();
-        worker::spawn(model, ctx, rx, opts.parallel)?;
+        worker::spawn(model, spec, rx, opts.parallel)?;
 
         tracing::info!(
             model = %opts.model_id,
@@ -313,6 +311,39 @@ fn load_model(engine: &mut Engine, path: &Path) -> Result<&'static LlamaModel, B
     tracing::debug!(path = %key.display(), elapsed_ms = started.elapsed().as_millis() as u64, "model loaded");
     engine.models.insert(key, model);
     Ok(model)
+}
+
+/// The llama.cpp context of a backend, as `LocalBackend::load` sized it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ContextSpec {
+    /// KV cache positions in all: `parallel` x `context_per_sequence`.
+    n_ctx: u32,
+    n_seq: u32,
+    n_batch: u32,
+    threads: i32,
+}
+
+/// Creates a context of `model`, or says why it could not (under the ENGINE lock: contexts are never created
+/// concurrently).
+pub(crate) fn new_context(
+    model: &'static LlamaModel,
+    spec: ContextSpec,
+) -> Result<LlamaContext<'static>, String> {
+    let engine = ENGINE.lock();
+    let backend = engine
+        .as_ref()
+        .map(|e| e.backend)
+        .ok_or_else(|| "llama.cpp backend not initialised".to_owned())?;
+    let params = LlamaContextParams::default()
+        .with_n_ctx(std::num::NonZeroU32::new(spec.n_ctx))
+        .with_n_seq_max(spec.n_seq)
+        .with_n_batch(spec.n_batch)
+        .with_n_ubatch(spec.n_batch)
+        .with_n_threads(spec.threads)
+        .with_n_threads_batch(spec.threads);
+    model
+        .new_context(backend, params)
+        .map_err(|e| format!("llama.cpp context creation failed: {e}"))
 }
 
 fn worker_stopped() -> BackendError {

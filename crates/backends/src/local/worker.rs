@@ -6,6 +6,12 @@
 //! the others for long). After the decode each sequence with fresh logits samples its
 //! next token with its own sampler. A sequence that ends, or whose receiver is gone
 //! (the client dropped the stream), has its KV cache cleared and its slot reused.
+//!
+//! The context (its KV cache for `parallel` x `context_per_sequence` positions, about
+//! 180 MiB with the defaults, and its compute buffers) is created when the first request
+//! arrives, not when the backend loads: a server that only proxies to the upstream never
+//! holds that memory. Once created it is kept for the life of the worker. If creating it
+//! fails, the requests waiting for it fail with `Unavailable` and the next one tries again.
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -19,6 +25,7 @@ use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 use super::text::{Progress, TextAssembler};
+use super::ContextSpec;
 use crate::{BackendError, FinishReason, StreamEvent};
 
 /// Tokens one step decodes at most: the generating sequences' next tokens first, prompt
@@ -125,7 +132,9 @@ impl Slot {
 
 struct Worker {
     model: &'static LlamaModel,
-    ctx: LlamaContext<'static>,
+    /// Created with the first request (see the module docs).
+    ctx: Option<LlamaContext<'static>>,
+    spec: ContextSpec,
     batch: LlamaBatch<'static>,
     n_batch: usize,
     jobs: mpsc::UnboundedReceiver<Job>,
@@ -137,14 +146,15 @@ struct Worker {
 
 pub(crate) fn spawn(
     model: &'static LlamaModel,
-    ctx: LlamaContext<'static>,
+    spec: ContextSpec,
     jobs: mpsc::UnboundedReceiver<Job>,
     parallel: usize,
 ) -> Result<(), BackendError> {
     let n_batch = usize::try_from(batch_capacity(parallel)).unwrap_or(usize::MAX);
     let worker = Worker {
         model,
-        ctx,
+        ctx: None,
+        spec,
         batch: LlamaBatch::new(n_batch, 1),
         n_batch,
         jobs,
@@ -173,7 +183,7 @@ impl Worker {
     fn run(mut self) {
         while self.intake() {
             self.drop_cancelled();
-            if self.slots.iter().any(Option::is_some) {
+            if self.slots.iter().any(Option::is_some) && self.ensure_context() {
                 self.step();
             }
         }
@@ -232,6 +242,31 @@ impl Worker {
         true
     }
 
+    /// Creates the context if this is the first request; false (after failing every
+    /// admitted request) if that failed.
+    fn ensure_context(&mut self) -> bool {
+        if self.ctx.is_some() {
+            return true;
+        }
+        match super::new_context(self.model, self.spec) {
+            Ok(ctx) => {
+                self.ctx = Some(ctx);
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot create the local model's context");
+                for seq in 0..self.slots.len() {
+                    if let Some(slot) = self.release(seq) {
+                        let Job { events, permit, .. } = slot.job;
+                        drop(permit);
+                        let _ = events.send(Err(BackendError::Unavailable(e.clone())));
+                    }
+                }
+                false
+            }
+        }
+    }
+
     /// Frees the slots whose client went away.
     fn drop_cancelled(&mut self) {
         for seq in 0..self.slots.len() {
@@ -253,7 +288,10 @@ impl Worker {
             self.fail_batch(&format!("building the batch failed: {e}"));
             return;
         }
-        if let Err(e) = self.ctx.decode(&mut self.batch) {
+        let Some(ctx) = self.ctx.as_mut() else {
+            return;
+        };
+        if let Err(e) = ctx.decode(&mut self.batch) {
             self.fail_batch(&format!("llama.cpp decode failed: {e}"));
             return;
         }
@@ -265,7 +303,10 @@ impl Worker {
             let Some(idx) = slot.logits_at.take() else {
                 continue;
             };
-            let token = slot.sampler.sample(&self.ctx, idx);
+            let Some(ctx) = self.ctx.as_ref() else {
+                return;
+            };
+            let token = slot.sampler.sample(ctx, idx);
             slot.first_token_at.get_or_insert_with(Instant::now);
             if vocab.is_eog(token) {
                 let rest = slot.text.finish();
@@ -400,8 +441,10 @@ impl Worker {
     fn release(&mut self, seq: usize) -> Option<Slot> {
         let slot = self.slots[seq].take()?;
         let seq_u32 = u32::try_from(seq).unwrap_or(u32::MAX);
-        if let Err(e) = self.ctx.clear_kv_cache_seq(Some(seq_u32), None, None) {
-            tracing::error!(seq, error = %e, "clearing a sequence's KV cache failed");
+        if let Some(ctx) = self.ctx.as_mut() {
+            if let Err(e) = ctx.clear_kv_cache_seq(Some(seq_u32), None, None) {
+                tracing::error!(seq, error = %e, "clearing a sequence's KV cache failed");
+            }
         }
         Some(slot)
     }
