@@ -544,8 +544,14 @@ mod tests {
                 .unwrap()
                 .key
         };
-        assert!(Arc::ptr_eq(&entry(6).restrictions, &entry(297).restrictions));
-        assert!(Arc::ptr_eq(&entry(4).restrictions, &entry(292).restrictions));
+        assert!(Arc::ptr_eq(
+            &entry(6).restrictions,
+            &entry(297).restrictions
+        ));
+        assert!(Arc::ptr_eq(
+            &entry(4).restrictions,
+            &entry(292).restrictions
+        ));
         assert!(!Arc::ptr_eq(&entry(4).restrictions, &entry(6).restrictions));
         assert_eq!(bulk.tables.read().restrictions.len, 2);
         bulk.remove_key(&secret.lookup_hash(&plains[4]));

@@ -775,7 +775,10 @@ pub async fn snapshot_key_pages<S: Store>(s: &S) {
     let mut pages = 0;
     loop {
         let (full, full_next) = s.live_keys_page(after.as_deref(), 5).await.unwrap();
-        let (slim, next) = s.live_snapshot_keys_page(after.as_deref(), 5).await.unwrap();
+        let (slim, next) = s
+            .live_snapshot_keys_page(after.as_deref(), 5)
+            .await
+            .unwrap();
         assert_eq!(next, full_next);
         let projected: Vec<SnapshotKey> = full.into_iter().map(SnapshotKey::from).collect();
         assert_eq!(slim, projected);
@@ -811,7 +814,9 @@ pub async fn snapshot_key_pages<S: Store>(s: &S) {
     let (first, next) = s.live_snapshot_keys_page(None, 10).await.unwrap();
     let (rest, _) = s.live_keys_page(next.as_deref(), 100).await.unwrap();
     assert_eq!(first.len() + rest.len(), 22);
-    assert!(!rest.iter().any(|k| first.iter().any(|f| f.lookup_hash == k.lookup_hash)));
+    assert!(!rest
+        .iter()
+        .any(|k| first.iter().any(|f| f.lookup_hash == k.lookup_hash)));
     assert_err!(
         s.live_snapshot_keys_page(Some(b"nope"), 7).await,
         StoreError::InvalidArgument(_)

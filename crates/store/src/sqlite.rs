@@ -340,11 +340,9 @@ const DECODED_RESTRICTIONS: usize = 8;
 fn key_page_cursor(after: Option<&[u8]>) -> Result<i64> {
     match after {
         None => Ok(i64::MIN),
-        Some(c) => <[u8; 8]>::try_from(c)
-            .map(i64::from_be_bytes)
-            .map_err(|_| {
-                StoreError::InvalidArgument("a key page cursor this store did not issue".into())
-            }),
+        Some(c) => <[u8; 8]>::try_from(c).map(i64::from_be_bytes).map_err(|_| {
+            StoreError::InvalidArgument("a key page cursor this store did not issue".into())
+        }),
     }
 }
 
