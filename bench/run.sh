@@ -343,6 +343,8 @@ proc_mem() { # pid -> {"rss_kib": .., "hwm_kib": ..}
 }
 if [ "${SKIP_SCALE:-0}" != 1 ]; then
   SCALE_DIR="$CACHE/bench/scale-$SCALE_KEYS"
+  kp="http://127.0.0.1:$KP_PORT$GEN_PATH"
+  common=(--connections "$CONNECTIONS" --duration "$DURATION" --warmup "$WARMUP")
   valid_cache() {
     [ -s "$SCALE_DIR/data/keyplane.db" ] && [ -s "$SCALE_DIR/data/server-secret" ] &&
       [ "$(cat "$SCALE_DIR/complete" 2>/dev/null)" = "$SCALE_KEYS" ] &&
