@@ -1,7 +1,8 @@
 //! The Gemini-upstream pass-through: forwards a data-plane call, byte for byte, to a server
 //! that speaks the Gemini wire (generativelanguage.googleapis.com, or anything shaped like
 //! it) with the server-held upstream key, and hands back the upstream's status,
-//! content type and body as a stream that is never buffered.
+//! content type and body as a stream that is never buffered. hyper's pooled HTTP/1.1
+//! client (hyper-util's legacy `Client`) with rustls and Mozilla's roots for `https`.
 //!
 //! This module knows URLs and headers, not Gemini's JSON: the server parses and validates
 //! the body before calling [`UpstreamClient::forward`], and maps what comes back to
@@ -11,9 +12,19 @@
 //! logged, or put into an error (the client's own credentials never reach this module).
 
 use bytes::Bytes;
-use reqwest::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
-use reqwest::StatusCode;
+use http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
+use http::{Method, Request, StatusCode, Uri};
+use http_body::{Body as _, Frame, SizeHint};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 /// Google's Gemini API root, the default upstream.
@@ -27,14 +38,21 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(600);
 /// Idle pooled connections are closed after this long.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
-const API_KEY_HEADER: &str = "x-goog-api-key";
+const API_KEY_HEADER: http::header::HeaderName = http::header::HeaderName::from_static("x-goog-api-key");
 
-/// A pooled, keep-alive HTTP client bound to one upstream and its key. Build it once and
-/// share it (`Arc`); every call reuses its connections.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A pooled, keep-alive HTTP/1.1 client bound to one upstream and its key. Build it once
+/// and share it (`Arc`); every call reuses its connections. hyper's pooled client, with
+/// nothing between the request and the pooled connection.
 pub struct UpstreamClient {
-    http: reqwest::Client,
+    http: Client<Connector, Full<Bytes>>,
     /// Without a trailing slash.
     base_url: String,
+    /// The path prefix of `base_url` (`""` or `/prefix`, without a trailing slash).
+    prefix: String,
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
     /// The server-held key, marked sensitive.
     api_key: HeaderValue,
 }
@@ -66,7 +84,7 @@ pub struct UpstreamResponse {
     pub status: StatusCode,
     pub content_type: Option<HeaderValue>,
     pub content_length: Option<HeaderValue>,
-    response: reqwest::Response,
+    body: Incoming,
 }
 
 impl fmt::Debug for UpstreamResponse {
@@ -78,23 +96,57 @@ impl fmt::Debug for UpstreamResponse {
     }
 }
 
+/// TCP (no Nagle, keep-alive probes) then TLS for `https`, the whole within
+/// [`CONNECT_TIMEOUT`].
+#[derive(Clone)]
+struct Connector(HttpsConnector<HttpConnector>);
+
+impl tower_service::Service<Uri> for Connector {
+    type Response = MaybeHttpsStream<TokioIo<tokio::net::TcpStream>>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let connecting = self.0.call(uri);
+        Box::pin(async move {
+            match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
+                Ok(done) => done,
+                Err(_) => Err(format!(
+                    "connecting took longer than {} s",
+                    CONNECT_TIMEOUT.as_secs()
+                )
+                .into()),
+            }
+        })
+    }
+}
+
 impl UpstreamClient {
     /// A client for the Gemini API rooted at `base_url` (`http` or `https`, optionally with
     /// a path prefix), sending `api_key` on every call.
     pub fn new(base_url: &str, api_key: &str) -> Result<UpstreamClient, UpstreamError> {
         let base_url = base_url.trim().trim_end_matches('/');
-        let parsed = reqwest::Url::parse(base_url)
-            .map_err(|e| UpstreamError::Config(format!("invalid upstream URL {base_url}: {e}")))?;
-        if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
-            return Err(UpstreamError::Config(format!(
-                "invalid upstream URL {base_url}: it must be http:// or https:// with a host"
-            )));
+        let invalid = |why: &dyn fmt::Display| {
+            UpstreamError::Config(format!("invalid upstream URL {base_url}: {why}"))
+        };
+        if base_url.contains(['?', '#']) {
+            return Err(invalid(&"it must not have a query or a fragment"));
         }
-        if parsed.query().is_some() || parsed.fragment().is_some() {
-            return Err(UpstreamError::Config(format!(
-                "invalid upstream URL {base_url}: it must not have a query or a fragment"
-            )));
+        let parsed: Uri = base_url.parse().map_err(|e| invalid(&e))?;
+        let (Some(scheme), Some(authority)) = (parsed.scheme(), parsed.authority()) else {
+            return Err(invalid(&"it must be http:// or https:// with a host"));
+        };
+        if !matches!(scheme.as_str(), "http" | "https")
+            || authority.host().is_empty()
+            || authority.as_str().contains('@')
+        {
+            return Err(invalid(&"it must be http:// or https:// with a host"));
         }
+        let prefix = parsed.path().trim_end_matches('/').to_owned();
         let api_key = api_key.trim();
         if api_key.is_empty() {
             return Err(UpstreamError::Config(
@@ -107,19 +159,30 @@ impl UpstreamClient {
             )
         })?;
         api_key.set_sensitive(true);
-        let http = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .read_timeout(READ_TIMEOUT)
+        let mut tcp = HttpConnector::new();
+        tcp.enforce_http(false);
+        tcp.set_nodelay(true);
+        tcp.set_keepalive(Some(Duration::from_secs(60)));
+        tcp.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
+            .map_err(|e| UpstreamError::Config(format!("cannot build the upstream client: {e}")))?
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(tcp);
+        // The upstream's redirects are its business: this client never follows one, so the
+        // key is never replayed elsewhere.
+        let http = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .tcp_nodelay(true)
-            .tcp_keepalive(Duration::from_secs(60))
-            // The upstream's redirects are its business; never replay the key elsewhere.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| UpstreamError::Config(format!("cannot build the upstream client: {e}")))?;
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(Connector(https));
         Ok(UpstreamClient {
             http,
             base_url: base_url.to_owned(),
+            prefix,
+            scheme: scheme.clone(),
+            authority: authority.clone(),
             api_key,
         })
     }
@@ -142,60 +205,90 @@ impl UpstreamClient {
         body: Bytes,
     ) -> Result<UpstreamResponse, UpstreamError> {
         let query = query.filter(|q| !q.is_empty());
-        let mut url = String::with_capacity(
-            self.base_url.len()
+        let mut path = String::with_capacity(
+            self.prefix.len()
                 + version.len()
                 + model.len()
                 + verb.len()
                 + query.map_or(0, |q| q.len() + 1)
                 + 10,
         );
-        url.push_str(&self.base_url);
-        url.push('/');
-        url.push_str(version);
-        url.push_str("/models/");
-        url.push_str(model);
-        url.push(':');
-        url.push_str(verb);
+        path.push_str(&self.prefix);
+        path.push('/');
+        path.push_str(version);
+        path.push_str("/models/");
+        path.push_str(model);
+        path.push(':');
+        path.push_str(verb);
         if let Some(q) = query {
-            url.push('?');
-            url.push_str(q);
+            path.push('?');
+            path.push_str(q);
         }
-        let response = self
-            .http
-            .post(url)
-            .header(CONTENT_TYPE, content_type.clone())
-            .header(API_KEY_HEADER, self.api_key.clone())
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| UpstreamError::Unreachable(describe(&e)))?;
-        let headers = response.headers();
+        let origin = self
+            .base_url
+            .strip_suffix(&self.prefix)
+            .unwrap_or(&self.base_url);
+        let unreachable = |path: &str, why: &dyn fmt::Display| {
+            UpstreamError::Unreachable(format!(
+                "error sending request for url ({origin}{path}): {why}"
+            ))
+        };
+        let path_and_query = http::uri::PathAndQuery::from_maybe_shared(Bytes::from(path))
+            .map_err(|e| unreachable("", &e))?;
+        let path = path_and_query.clone();
+        let uri = Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+            .map_err(|e| unreachable(path.as_str(), &e))?;
+        let mut req = Request::new(Full::new(body));
+        *req.method_mut() = Method::POST;
+        *req.uri_mut() = uri;
+        let headers = req.headers_mut();
+        headers.insert(CONTENT_TYPE, content_type.clone());
+        headers.insert(API_KEY_HEADER, self.api_key.clone());
+        let response = match tokio::time::timeout(READ_TIMEOUT, self.http.request(req)).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => return Err(unreachable(path.as_str(), &Chain(&e))),
+            Err(_) => {
+                return Err(unreachable(
+                    path.as_str(),
+                    &format_args!("no answer within {} s", READ_TIMEOUT.as_secs()),
+                ))
+            }
+        };
+        let (parts, body) = response.into_parts();
+        let mut headers = parts.headers;
         Ok(UpstreamResponse {
-            status: response.status(),
-            content_type: headers.get(CONTENT_TYPE).cloned(),
-            content_length: headers.get(CONTENT_LENGTH).cloned(),
-            response,
+            status: parts.status,
+            content_type: headers.remove(CONTENT_TYPE),
+            content_length: headers.remove(CONTENT_LENGTH),
+            body,
         })
     }
 }
 
 impl UpstreamResponse {
     /// The body as an `http_body::Body`: each chunk is passed on as the upstream sends it,
-    /// and its exact length, when known, is kept.
-    pub fn into_body(self) -> reqwest::Body {
-        reqwest::Body::from(self.response)
+    /// and its exact length, when known, is kept. The upstream may stay silent at most
+    /// [`READ_TIMEOUT`] between two chunks.
+    pub fn into_body(self) -> UpstreamBody {
+        UpstreamBody {
+            inner: self.body,
+            silence: None,
+            rearm: true,
+        }
     }
 
     /// The whole body, at most `limit` bytes (for error bodies, which are small).
-    pub async fn read_limited(mut self, limit: usize) -> Result<Bytes, UpstreamError> {
+    pub async fn read_limited(self, limit: usize) -> Result<Bytes, UpstreamError> {
+        let mut body = self.into_body();
         let mut out = Vec::new();
-        while let Some(chunk) = self
-            .response
-            .chunk()
-            .await
-            .map_err(|e| UpstreamError::Body(describe(&e)))?
-        {
+        while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+            let Ok(chunk) = frame?.into_data() else {
+                continue;
+            };
             if out.len() + chunk.len() > limit {
                 return Err(UpstreamError::Body(format!(
                     "the upstream body is larger than {limit} bytes"
@@ -207,17 +300,81 @@ impl UpstreamResponse {
     }
 }
 
-/// The error with its causes, for the log (reqwest's top line alone says little).
-fn describe(e: &reqwest::Error) -> String {
-    use std::error::Error as _;
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
+/// The upstream's response body, passed on frame by frame as it arrives; an upstream silent
+/// for [`READ_TIMEOUT`] between two frames ends it with an error.
+pub struct UpstreamBody {
+    inner: Incoming,
+    /// Armed when a read finds nothing to pass on (a complete answer never needs it).
+    silence: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// A frame came since the timer was set: it must be set again before waiting.
+    rearm: bool,
+}
+
+impl fmt::Debug for UpstreamBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UpstreamBody").finish_non_exhaustive()
     }
-    text
+}
+
+impl http_body::Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = UpstreamError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, UpstreamError>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.rearm = true;
+                Poll::Ready(frame.map(|f| f.map_err(|e| UpstreamError::Body(Chain(&e).to_string()))))
+            }
+            Poll::Pending => {
+                let deadline = tokio::time::Instant::now() + READ_TIMEOUT;
+                let silence = match &mut this.silence {
+                    Some(s) => {
+                        if this.rearm {
+                            s.as_mut().reset(deadline);
+                        }
+                        s
+                    }
+                    None => this.silence.insert(Box::pin(tokio::time::sleep_until(deadline))),
+                };
+                this.rearm = false;
+                match silence.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(UpstreamError::Body(format!(
+                        "the upstream sent nothing for {} s",
+                        READ_TIMEOUT.as_secs()
+                    ))))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// An error with its causes, for the log (the top line alone says little).
+struct Chain<'a>(&'a dyn std::error::Error);
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(s) = source {
+            write!(f, ": {s}")?;
+            source = s.source();
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

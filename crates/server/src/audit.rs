@@ -90,31 +90,57 @@ pub fn result_of(status: u16) -> &'static str {
     }
 }
 
-/// The middleware: runs the request, then appends its entry (before answering, so a
-/// client that reads the log right after sees its own call).
-pub async fn record(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let method = req.method().clone();
-    // The path only: the query string is never looked at.
-    let path = req.uri().path().to_owned();
-    if !audited(&method, &path) {
-        return next.run(req).await;
+/// An audited request on its way (the middleware's half-done entry): begun before the
+/// handler runs, finished with the status it answered.
+#[derive(Debug)]
+pub struct Pending {
+    method: Method,
+    path: String,
+    slot: PrincipalSlot,
+}
+
+impl Pending {
+    /// `None` for a request the log does not record (reads, the data plane); otherwise
+    /// leaves a [`PrincipalSlot`] in the request for the `Caller` extractor to fill.
+    pub fn begin(req: &mut Request) -> Option<Pending> {
+        // The path only: the query string is never looked at.
+        if !audited(req.method(), req.uri().path()) {
+            return None;
+        }
+        let pending = Pending {
+            method: req.method().clone(),
+            path: req.uri().path().to_owned(),
+            slot: PrincipalSlot::default(),
+        };
+        req.extensions_mut().insert(pending.slot.clone());
+        Some(pending)
     }
-    let slot = PrincipalSlot::default();
-    req.extensions_mut().insert(slot.clone());
+
+    /// Appends the entry (before answering, so a client that reads the log right after
+    /// sees its own call).
+    pub async fn finish(self, state: &AppState, status: u16) {
+        let entry = AuditEntry {
+            time: now(),
+            principal: self.slot.get().unwrap_or_default(),
+            method: self.method.as_str().to_owned(),
+            project: project_of(&self.path),
+            resource: self.path,
+            result: result_of(status).to_owned(),
+            status,
+        };
+        if let Err(e) = state.store.append_audit(&entry).await {
+            tracing::error!(error = %e, method = %entry.method, resource = %entry.resource,
+                "could not write an audit entry");
+        }
+    }
+}
+
+/// The middleware as a function: runs the request, then appends its entry.
+pub async fn record(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let pending = Pending::begin(&mut req);
     let resp = next.run(req).await;
-    let status = resp.status().as_u16();
-    let entry = AuditEntry {
-        time: now(),
-        principal: slot.get().unwrap_or_default(),
-        method: method.as_str().to_owned(),
-        project: project_of(&path),
-        resource: path,
-        result: result_of(status).to_owned(),
-        status,
-    };
-    if let Err(e) = state.store.append_audit(&entry).await {
-        tracing::error!(error = %e, method = %entry.method, resource = %entry.resource,
-            "could not write an audit entry");
+    if let Some(pending) = pending {
+        pending.finish(&state, resp.status().as_u16()).await;
     }
     resp
 }

@@ -197,13 +197,11 @@ pub fn router(state: AppState) -> Router {
         // axum's bare 405.
         .method_not_allowed_fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(axum::middleware::from_fn(google_errors))
-        .layer(axum::middleware::from_fn(catch_panics))
-        // Outside catch_panics, so a panicking mutation is recorded as failed.
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            audit::record,
-        ))
+        // One layer, one boxed future per request: the audit entry (outermost, so a
+        // panicking mutation is recorded as failed), then panics, then framework errors.
+        .layer(Guard {
+            state: state.clone(),
+        })
         .layer(tower_http::cors::CorsLayer::permissive())
         .with_state(state)
 }
@@ -219,13 +217,86 @@ async fn not_found(req: Request) -> axum::response::Response {
 /// Largest request body accepted (Google's inline-request limit for the Gemini API).
 pub const MAX_BODY_BYTES: usize = 20 * 1024 * 1024;
 
+/// The layer every route sits behind: records audited requests ([`audit::Pending`]),
+/// turns a panicking handler into a google.rpc.Status 500 and rewrites the framework's
+/// plain-text errors into google.rpc.Status ([`google_errors`]). One tower layer calling
+/// its route directly, where three `from_fn` layers each cloned the route and boxed a
+/// future.
+#[derive(Clone)]
+struct Guard {
+    state: AppState,
+}
+
+impl<S> tower::Layer<S> for Guard {
+    type Service = Guarded<S>;
+
+    fn layer(&self, inner: S) -> Guarded<S> {
+        Guarded {
+            inner,
+            state: self.state.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Guarded<S> {
+    inner: S,
+    state: AppState,
+}
+
+impl<S> tower::Service<Request> for Guarded<S>
+where
+    S: tower::Service<Request, Response = axum::response::Response, Error = std::convert::Infallible>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = axum::response::Response;
+    type Error = std::convert::Infallible;
+    type Future = futures::future::BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request) -> Self::Future {
+        use futures::FutureExt;
+        use std::panic::AssertUnwindSafe;
+        let audit = audit::Pending::begin(&mut req).map(|p| (p, self.state.clone()));
+        // The route's future owns what it needs: no clone of the route per request.
+        let called = std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(req)));
+        Box::pin(async move {
+            let resp = match called {
+                Ok(fut) => match AssertUnwindSafe(fut).catch_unwind().await {
+                    Ok(Ok(resp)) => resp,
+                    Ok(Err(never)) => match never {},
+                    Err(_) => panicked(),
+                },
+                Err(_) => panicked(),
+            };
+            let resp = google_errors(resp).await;
+            if let Some((pending, state)) = audit {
+                pending.finish(&state, resp.status().as_u16()).await;
+            }
+            Ok(resp)
+        })
+    }
+}
+
+/// A handler that panics answers a google.rpc.Status 500, never a dropped connection.
+fn panicked() -> axum::response::Response {
+    ApiError::internal_from("a request handler panicked").into_response()
+}
+
 /// Errors produced by the framework rather than a handler (body too large, a malformed
 /// query string, a wrong content type) are plain text; clients of Google's APIs expect a
 /// google.rpc.Status, so they are rewritten into one. Handler errors are already JSON and
 /// pass through untouched.
-async fn google_errors(req: Request, next: axum::middleware::Next) -> axum::response::Response {
+async fn google_errors(resp: axum::response::Response) -> axum::response::Response {
     use axum::http::StatusCode;
-    let resp = next.run(req).await;
     let status = resp.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return resp;
@@ -261,18 +332,6 @@ async fn google_errors(req: Request, next: axum::middleware::Next) -> axum::resp
         _ => ApiError::internal_from(text),
     };
     err.into_response()
-}
-
-/// A handler that panics answers a google.rpc.Status 500, never a dropped connection.
-async fn catch_panics(req: Request, next: axum::middleware::Next) -> axum::response::Response {
-    use futures::FutureExt;
-    match std::panic::AssertUnwindSafe(next.run(req))
-        .catch_unwind()
-        .await
-    {
-        Ok(resp) => resp,
-        Err(_) => ApiError::internal_from("a request handler panicked").into_response(),
-    }
 }
 
 /// Keys read from the store per query when the snapshot is built.

@@ -10,7 +10,9 @@ use http::{header, HeaderValue, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
+use bytes::Bytes;
 use std::fmt;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 /// `Content-Type` of every error body.
@@ -276,6 +278,12 @@ pub struct ApiError {
     pub cause: Option<String>,
 }
 
+/// `{"error": StatusBody}`, serialized as it is (no `Value` in between).
+#[derive(Serialize)]
+struct Envelope<'a> {
+    error: StatusBody<'a>,
+}
+
 #[derive(Serialize)]
 struct StatusBody<'a> {
     code: i64,
@@ -286,6 +294,7 @@ struct StatusBody<'a> {
     details: &'a [Detail],
 }
 
+const KEY_INVALID_MESSAGE: &str = "API key not valid. Please pass a valid API key.";
 const UNREGISTERED_CALLERS: &str = "Method doesn't allow unregistered callers (callers without established identity). Please use API Key or other form of API consumer identity to call this API.";
 const INVALID_CREDENTIALS: &str = "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential. See https://developers.google.com/identity/sign-in/web/devconsole-project.";
 const MISSING_CREDENTIALS: &str = "Request is missing required authentication credential. Expected OAuth 2 access token, login cookie or other valid authentication credential. See https://developers.google.com/identity/sign-in/web/devconsole-project.";
@@ -381,7 +390,7 @@ impl ApiError {
 
     /// 400 `API_KEY_INVALID`: unknown, malformed or deleted key.
     pub fn api_key_invalid(service: &str) -> Self {
-        Self::api_key_problem("API key not valid. Please pass a valid API key.", service)
+        Self::api_key_problem(KEY_INVALID_MESSAGE, service)
     }
 
     /// 400 `API_KEY_INVALID`, the "not found" wording.
@@ -748,14 +757,57 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The response body: the pretty-printed `{"error": {...}}` of [`Self::to_status_json`].
+    pub fn to_body(&self) -> Vec<u8> {
+        let envelope = Envelope {
+            error: StatusBody {
+                code: i64::from(self.code),
+                message: &self.message,
+                status: Some(self.status.as_str()),
+                details: &self.details,
+            },
+        };
+        serde_json::to_vec_pretty(&envelope).unwrap_or_default()
+    }
+
+    /// The body of the errors answered for nearly every rejected request (an invalid API
+    /// key on the Gemini or the Vertex API), rendered once: `None` for any other error.
+    fn prerendered(&self) -> Option<Bytes> {
+        static RENDERED: [OnceLock<(ApiError, Bytes)>; 2] = [OnceLock::new(), OnceLock::new()];
+        if self.code != 400 || self.message != KEY_INVALID_MESSAGE || self.cause.is_some() {
+            return None;
+        }
+        let service = match self.details.first() {
+            Some(Detail::ErrorInfo { metadata, .. }) => metadata.get("service")?,
+            _ => return None,
+        };
+        let slot = match service.as_str() {
+            keyplane_core::services::GENERATIVE_LANGUAGE => &RENDERED[0],
+            keyplane_core::services::AIPLATFORM => &RENDERED[1],
+            _ => return None,
+        };
+        let (error, body) = slot.get_or_init(|| {
+            let error = ApiError::api_key_invalid(service);
+            let body = Bytes::from(error.to_body());
+            (error, body)
+        });
+        (error == self).then(|| body.clone())
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if let Some(cause) = &self.cause {
             tracing::error!(status = self.status.as_str(), cause = %cause, "request failed");
         }
         let status = self.http_status();
-        let body = serde_json::to_vec_pretty(&self.to_status_json()).unwrap_or_default();
-        let mut resp = (status, body).into_response();
+        let body = match self.prerendered() {
+            Some(body) => body,
+            None => Bytes::from(self.to_body()),
+        };
+        let mut resp = Response::new(axum::body::Body::from(body));
+        *resp.status_mut() = status;
         let headers = resp.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON_UTF8));
         if status == StatusCode::UNAUTHORIZED {
@@ -765,5 +817,74 @@ impl IntoResponse for ApiError {
             );
         }
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn body_of(resp: Response) -> Vec<u8> {
+        axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap()
+            .to_vec()
+    }
+
+    /// The body written straight from the structs is byte for byte the pretty-printed
+    /// `to_status_json` (the `Value` the body used to go through).
+    #[test]
+    fn body_is_the_pretty_status_json() {
+        let errors = [
+            ApiError::api_key_invalid(keyplane_core::services::GENERATIVE_LANGUAGE),
+            ApiError::api_key_expired(keyplane_core::services::AIPLATFORM),
+            ApiError::service_disabled("generativelanguage.googleapis.com", "Gemini", 42),
+            ApiError::resource_exhausted_quota(QuotaViolation::default(), Duration::from_secs(3)),
+            ApiError::bad_request_fields(vec![("a", "b")]),
+            ApiError::no_credentials(),
+            ApiError::internal_from("hidden"),
+        ];
+        for e in errors {
+            let expected = serde_json::to_vec_pretty(&e.to_status_json()).unwrap();
+            assert_eq!(e.to_body(), expected, "{e}");
+        }
+    }
+
+    /// The pre-rendered API_KEY_INVALID answers exactly as a freshly rendered one, for each
+    /// service, and only for that error.
+    #[tokio::test]
+    async fn prerendered_key_invalid_matches_a_fresh_rendering() {
+        for service in [
+            keyplane_core::services::GENERATIVE_LANGUAGE,
+            keyplane_core::services::AIPLATFORM,
+        ] {
+            let e = ApiError::api_key_invalid(service);
+            let fresh = e.to_body();
+            for _ in 0..2 {
+                let resp = ApiError::api_key_invalid(service).into_response();
+                assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+                assert_eq!(resp.headers()[header::CONTENT_TYPE], JSON_UTF8);
+                assert_eq!(body_of(resp).await, fresh);
+            }
+            let body = String::from_utf8(fresh).unwrap();
+            assert!(body.contains("API_KEY_INVALID") && body.contains(service), "{body}");
+        }
+        // Same message, another service: rendered for it, not taken from the cache.
+        let other = ApiError::api_key_invalid("example.googleapis.com");
+        assert!(other.prerendered().is_none());
+        let body = body_of(other.clone().into_response()).await;
+        assert_eq!(body, other.to_body());
+        // Another detail list with the same message is not the cached error either.
+        let mut changed = ApiError::api_key_invalid(keyplane_core::services::GENERATIVE_LANGUAGE);
+        changed.details.pop();
+        assert!(changed.prerendered().is_none());
+        assert_eq!(body_of(changed.clone().into_response()).await, changed.to_body());
+    }
+
+    #[tokio::test]
+    async fn unauthenticated_carries_the_realm() {
+        let resp = ApiError::unauthenticated("no", "CREDENTIALS_MISSING").into_response();
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(resp.headers()[header::WWW_AUTHENTICATE], BEARER_REALM);
     }
 }
