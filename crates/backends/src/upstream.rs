@@ -38,7 +38,8 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(600);
 /// Idle pooled connections are closed after this long.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
-const API_KEY_HEADER: http::header::HeaderName = http::header::HeaderName::from_static("x-goog-api-key");
+const API_KEY_HEADER: http::header::HeaderName =
+    http::header::HeaderName::from_static("x-goog-api-key");
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -285,7 +286,8 @@ impl UpstreamResponse {
     pub async fn read_limited(self, limit: usize) -> Result<Bytes, UpstreamError> {
         let mut body = self.into_body();
         let mut out = Vec::new();
-        while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+        while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
+        {
             let Ok(chunk) = frame?.into_data() else {
                 continue;
             };
@@ -328,7 +330,9 @@ impl http_body::Body for UpstreamBody {
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
                 this.rearm = true;
-                Poll::Ready(frame.map(|f| f.map_err(|e| UpstreamError::Body(Chain(&e).to_string()))))
+                Poll::Ready(
+                    frame.map(|f| f.map_err(|e| UpstreamError::Body(Chain(&e).to_string()))),
+                )
             }
             Poll::Pending => {
                 let deadline = tokio::time::Instant::now() + READ_TIMEOUT;
@@ -339,7 +343,9 @@ impl http_body::Body for UpstreamBody {
                         }
                         s
                     }
-                    None => this.silence.insert(Box::pin(tokio::time::sleep_until(deadline))),
+                    None => this
+                        .silence
+                        .insert(Box::pin(tokio::time::sleep_until(deadline))),
                 };
                 this.rearm = false;
                 match silence.as_mut().poll(cx) {

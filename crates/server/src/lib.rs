@@ -246,8 +246,11 @@ struct Guarded<S> {
 
 impl<S> tower::Service<Request> for Guarded<S>
 where
-    S: tower::Service<Request, Response = axum::response::Response, Error = std::convert::Infallible>
-        + Send
+    S: tower::Service<
+            Request,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        > + Send
         + 'static,
     S::Future: Send + 'static,
 {

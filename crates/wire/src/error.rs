@@ -6,11 +6,11 @@
 //! `WWW-Authenticate` header Google sends. Internal causes are logged, never sent.
 
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use http::{header, HeaderValue, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use bytes::Bytes;
 use std::fmt;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -867,7 +867,10 @@ mod tests {
                 assert_eq!(body_of(resp).await, fresh);
             }
             let body = String::from_utf8(fresh).unwrap();
-            assert!(body.contains("API_KEY_INVALID") && body.contains(service), "{body}");
+            assert!(
+                body.contains("API_KEY_INVALID") && body.contains(service),
+                "{body}"
+            );
         }
         // Same message, another service: rendered for it, not taken from the cache.
         let other = ApiError::api_key_invalid("example.googleapis.com");
@@ -878,7 +881,10 @@ mod tests {
         let mut changed = ApiError::api_key_invalid(keyplane_core::services::GENERATIVE_LANGUAGE);
         changed.details.pop();
         assert!(changed.prerendered().is_none());
-        assert_eq!(body_of(changed.clone().into_response()).await, changed.to_body());
+        assert_eq!(
+            body_of(changed.clone().into_response()).await,
+            changed.to_body()
+        );
     }
 
     #[tokio::test]

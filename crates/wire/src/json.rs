@@ -88,6 +88,11 @@ pub fn parse_json_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError>
             "Unexpected end of string. Expected an object key or }.",
         ));
     }
+    // The common case, a well-formed body with known fields only, without the field-path
+    // tracking: only a body that fails here is parsed again, tracked, for Google's message.
+    if let Some(value) = parse_known_fields(bytes) {
+        return Ok(value);
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let mut track = serde_path_to_error::Track::new();
     let mut unknown: Vec<(String, String)> = Vec::new();
@@ -142,6 +147,18 @@ pub fn parse_json_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError>
     Ok(value)
 }
 
+/// The body as `T` when it is well-formed JSON of the right shape, with no field `T` does
+/// not declare and nothing after the value; `None` otherwise (the caller then reports why).
+fn parse_known_fields<T: DeserializeOwned>(bytes: &[u8]) -> Option<T> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let mut unknown = false;
+    let value: T = serde_ignored::deserialize(&mut de, |_| unknown = true).ok()?;
+    if unknown || de.end().is_err() {
+        return None;
+    }
+    Some(value)
+}
+
 /// Like [`parse_json_body`], but an empty body reads as `T::default()` (for methods whose
 /// body is optional, e.g. `:undelete` sent as `{}` or nothing).
 pub fn parse_json_body_or_default<T: DeserializeOwned + Default>(
@@ -151,5 +168,72 @@ pub fn parse_json_body_or_default<T: DeserializeOwned + Default>(
         Ok(T::default())
     } else {
         parse_json_body(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Default, PartialEq, serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Inner {
+        #[serde(default)]
+        max_tokens: Option<i32>,
+    }
+
+    #[derive(Debug, Default, PartialEq, serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Outer {
+        #[serde(default)]
+        generation_config: Option<Inner>,
+        #[serde(default)]
+        items: Vec<Inner>,
+    }
+
+    #[test]
+    fn well_formed_bodies_parse() {
+        let v: Outer =
+            parse_json_body(br#"{"generationConfig":{"maxTokens":3},"items":[{}]} "#).unwrap();
+        assert_eq!(
+            v.generation_config,
+            Some(Inner {
+                max_tokens: Some(3)
+            })
+        );
+        assert_eq!(v.items.len(), 1);
+    }
+
+    /// Bodies the untracked parse refuses still get the tracked parse's messages.
+    #[test]
+    fn bad_bodies_keep_google_messages() {
+        let e = parse_json_body::<Outer>(br#"{"generationConfig":{"maxTokenz":3}}"#).unwrap_err();
+        assert_eq!(e.code, 400);
+        let text = serde_json::to_string(&e.to_status_json()).unwrap();
+        assert!(
+            text.contains(
+                r#"Unknown name \"maxTokenz\" at 'generation_config': Cannot find field."#
+            ),
+            "{text}"
+        );
+        let e = parse_json_body::<Outer>(br#"{"items":[{"maxTokens":"x"}]}"#).unwrap_err();
+        let text = serde_json::to_string(&e.to_status_json()).unwrap();
+        assert!(
+            text.contains("Invalid value at 'items[0].max_tokens'"),
+            "{text}"
+        );
+        let e = parse_json_body::<Outer>(br#"{} {}"#).unwrap_err();
+        assert!(
+            e.message.starts_with("Invalid JSON payload received."),
+            "{}",
+            e.message
+        );
+        assert!(e.message.contains("line 1"), "{}", e.message);
+        let e = parse_json_body::<Outer>(b"  ").unwrap_err();
+        assert!(
+            e.message.contains("Unexpected end of string"),
+            "{}",
+            e.message
+        );
     }
 }
