@@ -30,6 +30,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
 use keyplane_core::{now, services, EphemeralToken};
+use keyplane_wire::case::{to_camel, to_snake};
 use keyplane_wire::{parse_json_body_or_default, ApiError};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -280,7 +281,7 @@ pub async fn check(
             .split(',')
             .map(str::trim)
             .filter(|p| !p.is_empty())
-            .map(|p| p.split('.').map(camel).collect())
+            .map(|p| p.split('.').map(to_camel).collect())
             .collect(),
         (Some(setup), None) => leaf_paths(setup),
     };
@@ -301,39 +302,9 @@ fn leaf_paths(setup: &Map<String, Value>) -> Vec<Vec<String>> {
     for (k, v) in setup {
         match v {
             Value::Object(o) if !o.is_empty() => {
-                out.extend(o.keys().map(|kk| vec![camel(k), camel(kk)]));
+                out.extend(o.keys().map(|kk| vec![to_camel(k), to_camel(kk)]));
             }
-            _ => out.push(vec![camel(k)]),
-        }
-    }
-    out
-}
-
-/// `response_modalities` -> `responseModalities`.
-fn camel(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut up = false;
-    for c in s.chars() {
-        if c == '_' {
-            up = true;
-        } else if up {
-            out.extend(c.to_uppercase());
-            up = false;
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-fn snake(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 4);
-    for c in s.chars() {
-        if c.is_ascii_uppercase() {
-            out.push('_');
-            out.push(c.to_ascii_lowercase());
-        } else {
-            out.push(c);
+            _ => out.push(vec![to_camel(k)]),
         }
     }
     out
@@ -341,7 +312,7 @@ fn snake(s: &str) -> String {
 
 fn lookup<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<(&'a str, &'a Value)> {
     obj.get_key_value(key)
-        .or_else(|| obj.get_key_value(&snake(key)))
+        .or_else(|| obj.get_key_value(&to_snake(key)))
         .map(|(k, v)| (k.as_str(), v))
 }
 
@@ -446,7 +417,7 @@ mod tests {
             (None, _) => vec![],
             (Some(_), Some(m)) => m
                 .split(',')
-                .map(|p| p.split('.').map(camel).collect())
+                .map(|p| p.split('.').map(to_camel).collect())
                 .collect(),
             (Some(s), None) => leaf_paths(s),
         };

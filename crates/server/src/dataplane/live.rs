@@ -27,6 +27,7 @@ use axum::response::{IntoResponse, Response};
 use futures::stream::{SplitSink, StreamExt};
 use futures::SinkExt;
 use keyplane_backends::{EventStream, StreamEvent};
+use keyplane_wire::case::to_camel;
 use keyplane_wire::gemini::GenerateContentRequest;
 use keyplane_wire::{parse_json_body, ApiError, Code};
 use serde_json::{json, Map, Value};
@@ -543,29 +544,13 @@ fn camel_keys(obj: Map<String, Value>) -> Map<String, Value> {
                 Value::Object(inner)
                     if matches!(k.as_str(), "generation_config" | "generationConfig") =>
                 {
-                    Value::Object(inner.into_iter().map(|(k, v)| (camel(&k), v)).collect())
+                    Value::Object(inner.into_iter().map(|(k, v)| (to_camel(&k), v)).collect())
                 }
                 v => v,
             };
-            (camel(&k), v)
+            (to_camel(&k), v)
         })
         .collect()
-}
-
-fn camel(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut up = false;
-    for c in s.chars() {
-        if c == '_' {
-            up = true;
-        } else if up {
-            out.extend(c.to_uppercase());
-            up = false;
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 #[cfg(test)]
