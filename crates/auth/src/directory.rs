@@ -19,12 +19,50 @@ use std::sync::Arc;
 /// A cached lookup: `Some(None)` means "known not to exist"; `None` means "not cached".
 pub type Cached<T> = Option<Option<Arc<T>>>;
 
+/// One cached table: name -> what the store said (`None`: known not to exist).
+struct Table<T>(RwLock<HashMap<String, Option<Arc<T>>>>);
+
+impl<T> Default for Table<T> {
+    fn default() -> Self {
+        Table(RwLock::default())
+    }
+}
+
+impl<T> Table<T> {
+    fn get(&self, name: &str) -> Cached<T> {
+        self.0.read().get(name).cloned()
+    }
+
+    /// Keeps `value` unless a write happened since `generation` (checked under the lock
+    /// that writes take, so no write can slip in between).
+    fn put(
+        &self,
+        gen: &AtomicU64,
+        name: &str,
+        value: Option<T>,
+        generation: u64,
+    ) -> Option<Arc<T>> {
+        let value = value.map(Arc::new);
+        let mut map = self.0.write();
+        if gen.load(Ordering::Acquire) == generation {
+            map.insert(name.to_owned(), value.clone());
+        }
+        value
+    }
+
+    fn forget(&self, gen: &AtomicU64, name: &str) {
+        let mut map = self.0.write();
+        gen.fetch_add(1, Ordering::AcqRel);
+        map.remove(name);
+    }
+}
+
 #[derive(Default)]
 pub struct Directory {
     generation: AtomicU64,
-    accounts: RwLock<HashMap<String, Option<Arc<ServiceAccount>>>>,
+    accounts: Table<ServiceAccount>,
     /// Resource name (`projects/123`, `organizations/1`) -> its own policy.
-    policies: RwLock<HashMap<String, Option<Arc<Policy>>>>,
+    policies: Table<Policy>,
 }
 
 impl Directory {
@@ -38,7 +76,7 @@ impl Directory {
     }
 
     pub fn account(&self, email: &str) -> Cached<ServiceAccount> {
-        self.accounts.read().get(email).cloned()
+        self.accounts.get(email)
     }
 
     /// Caches what the store said of `email`, unless a write happened since `generation`.
@@ -48,23 +86,17 @@ impl Directory {
         account: Option<ServiceAccount>,
         generation: u64,
     ) -> Option<Arc<ServiceAccount>> {
-        let account = account.map(Arc::new);
-        let mut accounts = self.accounts.write();
-        if self.generation() == generation {
-            accounts.insert(email.to_owned(), account.clone());
-        }
-        account
+        self.accounts
+            .put(&self.generation, email, account, generation)
     }
 
     /// Drops the cached account (call after any write to it, including creation).
     pub fn forget_account(&self, email: &str) {
-        let mut accounts = self.accounts.write();
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        accounts.remove(email);
+        self.accounts.forget(&self.generation, email)
     }
 
     pub fn policy(&self, resource: &str) -> Cached<Policy> {
-        self.policies.read().get(resource).cloned()
+        self.policies.get(resource)
     }
 
     pub fn put_policy(
@@ -73,19 +105,13 @@ impl Directory {
         policy: Option<Policy>,
         generation: u64,
     ) -> Option<Arc<Policy>> {
-        let policy = policy.map(Arc::new);
-        let mut policies = self.policies.write();
-        if self.generation() == generation {
-            policies.insert(resource.to_owned(), policy.clone());
-        }
-        policy
+        self.policies
+            .put(&self.generation, resource, policy, generation)
     }
 
     /// Drops the cached policy of `resource` (call after any write to it).
     pub fn forget_policy(&self, resource: &str) {
-        let mut policies = self.policies.write();
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        policies.remove(resource);
+        self.policies.forget(&self.generation, resource)
     }
 }
 
