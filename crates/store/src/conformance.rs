@@ -19,8 +19,8 @@
 //!   that does not exist; a service-account key of a missing account) are `NotFound`;
 //! - updates never change identity or creation fields (project id, parent, creator,
 //!   create time; a key's uid, hash, ciphertext, last4, create time);
-//! - "before" is strict: a key deleted exactly at the purge cutoff, or a token expiring
-//!   exactly at `now`, stays;
+//! - "before" is strict: a key deleted exactly at the purge cutoff, a token expiring
+//!   exactly at `now`, or a usage row of exactly the purge minute, stays;
 //! - services, service accounts and their keys are listed in a stable order (by name,
 //!   by email, by create time then key id);
 //! - a page token from another list (another kind of list, or the keys of another
@@ -38,6 +38,11 @@ mod users_audit_cases;
 pub use users_audit_cases::{audit_log, users};
 mod ephemeral_cases;
 pub use ephemeral_cases::{concurrent_ephemeral_uses, ephemeral_tokens};
+mod usage_cases;
+pub use usage_cases::{
+    concurrent_usage_adds, usage_adds_up, usage_batches_are_atomic, usage_codes_are_separate,
+    usage_large_batch, usage_order, usage_purge, usage_range, usage_totals,
+};
 
 use crate::{OrgPolicyRecord, PageRequest, SnapshotKey, Store, StoreError};
 use keyplane_core::{
@@ -103,6 +108,14 @@ macro_rules! conformance_tests {
             users,
             audit_log,
             ephemeral_tokens,
+            usage_adds_up,
+            usage_codes_are_separate,
+            usage_range,
+            usage_order,
+            usage_totals,
+            usage_purge,
+            usage_batches_are_atomic,
+            usage_large_batch,
         );
 
         $crate::conformance_tests!(@concurrent $fixture;
@@ -112,6 +125,7 @@ macro_rules! conformance_tests {
             concurrent_etag_updates,
             concurrent_iam_policy_writes,
             concurrent_ephemeral_uses,
+            concurrent_usage_adds,
         );
     };
     (@cases $fixture:expr; $($case:ident),* $(,)?) => {

@@ -9,6 +9,7 @@
 
 use async_trait::async_trait;
 use keyplane_core::iam::Policy;
+use keyplane_core::quota::UsageRow;
 use keyplane_core::{
     AccessToken, ApiKey, AuditEntry, EphemeralToken, Organization, Project, Restrictions,
     ServiceAccount, ServiceAccountKey, ServiceState, StoredOperation, User,
@@ -297,6 +298,36 @@ pub trait EphemeralTokenStore: Send + Sync {
     async fn purge_expired_ephemeral_tokens(&self, now: OffsetDateTime) -> Result<u64>;
 }
 
+/// Usage buckets: what the data plane metered, one [`UsageRow`] per identity (project,
+/// key uid, model, method, UTC minute, HTTP status). Rows are only ever added to, never
+/// rewritten, and go when they are older than the retention.
+#[async_trait]
+pub trait UsageStore: Send + Sync {
+    /// Adds every row's counters (requests, prompt and candidates tokens, latency) to the
+    /// stored row with the same identity, creating it when there is none; rows of `rows`
+    /// that share an identity add up too. One transaction: all rows or none (a sum that
+    /// would overflow an `i64` fails the call, `Internal`, and writes nothing). An empty
+    /// slice writes nothing.
+    async fn add_usage(&self, rows: &[UsageRow]) -> Result<()>;
+    /// A project's rows with `from_minute <= minute < to_minute`, ordered by minute, model,
+    /// method, key id, then code.
+    async fn usage(
+        &self,
+        project_number: i64,
+        from_minute: i64,
+        to_minute: i64,
+    ) -> Result<Vec<UsageRow>>;
+    /// What seeds the quota day counters at start: the counters of every row with
+    /// `minute >= from_minute` whose method consumed request quota (`generateContent`,
+    /// `streamGenerateContent`) and whose code is not 429, summed per (project, model).
+    /// Each result has `key_id` and `method` empty, `minute = from_minute` and `code` 0;
+    /// ordered by project number then model.
+    async fn usage_totals_since(&self, from_minute: i64) -> Result<Vec<UsageRow>>;
+    /// Removes the rows of every project whose minute is before `minute` (strictly: the
+    /// rows of `minute` itself stay); returns how many.
+    async fn purge_usage_before(&self, minute: i64) -> Result<u64>;
+}
+
 /// Everything the server needs.
 pub trait Store:
     MetaStore
@@ -308,6 +339,7 @@ pub trait Store:
     + UserStore
     + AuditStore
     + EphemeralTokenStore
+    + UsageStore
 {
 }
 impl<
@@ -319,7 +351,8 @@ impl<
             + PolicyStore
             + UserStore
             + AuditStore
-            + EphemeralTokenStore,
+            + EphemeralTokenStore
+            + UsageStore,
     > Store for T
 {
 }

@@ -39,6 +39,7 @@ use time::OffsetDateTime;
 
 mod ephemeral;
 mod iam_policies;
+mod usage;
 mod users_audit;
 
 /// The schema, compiled into the binary.
