@@ -110,6 +110,11 @@ cat >"$TMP/keyplane.toml" <<'TOML'
 [local]
 parallel = 4
 context = 2048
+
+[quota.free]
+rpm = 1000000000
+tpm = 1000000000000
+rpd = 1000000000000
 TOML
 "$KEYPLANE" serve --listen "127.0.0.1:$KP_PORT" --data-dir "$TMP/kp" --model "$KEYPLANE_MODEL" \
   --config "$TMP/keyplane.toml" >"$TMP/keyplane.log" 2>&1 &

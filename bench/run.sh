@@ -208,12 +208,18 @@ EOF
   done
 }
 
-# Keyplane's config: gemini-2.5-flash answered by the fake upstream.
+# Keyplane's config: gemini-2.5-flash answered by the fake upstream. Quota stays on (every
+# call is counted in its project's window and metered) with limits the load never reaches.
 cat >"$WORK/keyplane.toml" <<EOF
 [upstream]
 base_url = "http://127.0.0.1:$UP_PORT"
 api_key_env = "KEYPLANE_UPSTREAM_API_KEY"
 models = ["$MODEL"]
+
+[quota.free]
+rpm = 1000000000
+tpm = 1000000000000
+rpd = 1000000000000
 EOF
 
 # start_keyplane DATA_DIR PORT NAME: starts `keyplane serve`, records in

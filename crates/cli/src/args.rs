@@ -66,6 +66,8 @@ pub enum Command {
     Users(crate::cmd::users::UsersCommand),
     /// The audit log of control-plane changes
     Audit(crate::cmd::audit::AuditArgs),
+    /// A project's data-plane usage per minute, model, method, key and status
+    Usage(crate::cmd::quotas::UsageArgs),
 }
 
 impl Command {
@@ -169,6 +171,18 @@ pub enum ProjectsCommand {
     Undelete {
         #[arg(value_name = "PROJECT")]
         project: String,
+    },
+    /// A project's tier, quota limits and what it used this minute and today
+    Quotas {
+        #[arg(value_name = "PROJECT")]
+        project: String,
+    },
+    /// Change a project's billing tier (free, tier-1, tier-2, tier-3): its quota limits
+    SetTier {
+        #[arg(value_name = "PROJECT")]
+        project: String,
+        #[arg(value_name = "TIER")]
+        tier: String,
     },
     /// get-iam-policy, add-iam-policy-binding, remove-iam-policy-binding
     #[command(flatten)]

@@ -1,6 +1,7 @@
 //! Keyplane-specific administration on the control-plane client: people
-//! (`/v1/keyplane/users`), sign-in (`/v1/keyplane/auth:signIn`) and the audit log
-//! (`/v1/keyplane/auditLogs`). Passwords are sent once and never kept or shown.
+//! (`/v1/keyplane/users`), sign-in (`/v1/keyplane/auth:signIn`), the audit log
+//! (`/v1/keyplane/auditLogs`), and plans, quotas and usage
+//! (`/v1/keyplane/projects/{p}/quotas`, `:setTier`, `/usage`). Passwords are sent once and never kept or shown.
 
 use crate::control::{http_client, ControlPlane};
 use crate::error::{ClientError, Secret};
@@ -62,6 +63,103 @@ pub struct ListAuditLogsResponse {
     pub audit_logs: Vec<AuditLog>,
     #[serde(default)]
     pub next_page_token: Option<String>,
+}
+
+/// Quota limits; `None`: no limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QuotaLimits {
+    #[serde(default)]
+    pub requests_per_minute: Option<u64>,
+    #[serde(default)]
+    pub input_tokens_per_minute: Option<u64>,
+    #[serde(default)]
+    pub requests_per_day: Option<u64>,
+}
+
+/// One model's limits and what the project used of them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelQuota {
+    pub model: String,
+    #[serde(default)]
+    pub limits: QuotaLimits,
+    #[serde(default)]
+    pub requests_this_minute: u64,
+    #[serde(default)]
+    pub input_tokens_this_minute: u64,
+    #[serde(default)]
+    pub requests_today: u64,
+}
+
+/// `GET /v1/keyplane/projects/{p}/quotas`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProjectQuotas {
+    pub project: String,
+    #[serde(default)]
+    pub project_id: String,
+    pub tier: String,
+    #[serde(default)]
+    pub limits: QuotaLimits,
+    #[serde(default)]
+    pub models: Vec<ModelQuota>,
+}
+
+/// One usage bucket: a minute, a model, a method, a key and a status.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageBucket {
+    pub start_time: String,
+    pub model: String,
+    pub method: String,
+    #[serde(default)]
+    pub key: Option<String>,
+    pub code: i32,
+    pub requests: i64,
+    #[serde(default)]
+    pub prompt_tokens: i64,
+    #[serde(default)]
+    pub candidates_tokens: i64,
+    #[serde(default)]
+    pub latency_ms_sum: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageTotals {
+    #[serde(default)]
+    pub requests: i64,
+    #[serde(default)]
+    pub errors: i64,
+    #[serde(default)]
+    pub prompt_tokens: i64,
+    #[serde(default)]
+    pub candidates_tokens: i64,
+}
+
+/// `GET /v1/keyplane/projects/{p}/usage`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProjectUsage {
+    pub project: String,
+    pub start_time: String,
+    pub end_time: String,
+    #[serde(default)]
+    pub buckets: Vec<UsageBucket>,
+    #[serde(default)]
+    pub totals: UsageTotals,
+}
+
+/// A project reference as a single path segment.
+fn project_segment(project: &str) -> Result<String, ClientError> {
+    let p = project.strip_prefix("projects/").unwrap_or(project);
+    if p.is_empty() || p.contains('/') || p.contains(':') {
+        return Err(ClientError::InvalidArgument(format!(
+            "{project:?} is not a project id or number"
+        )));
+    }
+    Ok(urlencoding::encode(p).into_owned())
 }
 
 #[derive(Deserialize)]
@@ -185,6 +283,66 @@ impl ControlPlane {
             }
         }
         Ok(all)
+    }
+
+    /// `GET /v1/keyplane/projects/{p}/quotas`: the tier, its limits, and per model the
+    /// use this minute and today.
+    pub async fn project_quotas(&self, project: &str) -> Result<ProjectQuotas, ClientError> {
+        let path = format!("/v1/keyplane/projects/{}/quotas", project_segment(project)?);
+        self.admin_call(
+            Method::GET,
+            &path,
+            &[],
+            None,
+            "GET /v1/keyplane/projects/{p}/quotas",
+        )
+        .await
+    }
+
+    /// `POST /v1/keyplane/projects/{p}:setTier` (`free`, `tier-1`, `tier-2`, `tier-3`).
+    pub async fn set_project_tier(
+        &self,
+        project: &str,
+        tier: &str,
+    ) -> Result<ProjectQuotas, ClientError> {
+        let path = format!(
+            "/v1/keyplane/projects/{}:setTier",
+            project_segment(project)?
+        );
+        self.admin_call(
+            Method::POST,
+            &path,
+            &[],
+            Some(&json!({ "tier": tier })),
+            "POST /v1/keyplane/projects/{p}:setTier",
+        )
+        .await
+    }
+
+    /// `GET /v1/keyplane/projects/{p}/usage` over `[start, end)` (RFC 3339; the server's
+    /// defaults: the last hour).
+    pub async fn project_usage(
+        &self,
+        project: &str,
+        start: Option<&str>,
+        end: Option<&str>,
+    ) -> Result<ProjectUsage, ClientError> {
+        let path = format!("/v1/keyplane/projects/{}/usage", project_segment(project)?);
+        let mut query: Vec<(&str, String)> = Vec::new();
+        if let Some(s) = start {
+            query.push(("startTime", s.to_owned()));
+        }
+        if let Some(e) = end {
+            query.push(("endTime", e.to_owned()));
+        }
+        self.admin_call(
+            Method::GET,
+            &path,
+            &query,
+            None,
+            "GET /v1/keyplane/projects/{p}/usage",
+        )
+        .await
     }
 
     /// One authenticated request, through [`ControlPlane::call`] (a 401 is retried once

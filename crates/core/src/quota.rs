@@ -221,6 +221,19 @@ impl Window {
         self.minute_tokens = self.minute_tokens.saturating_add(tokens);
     }
 
+    /// Gives back the request of a call admitted at `admitted_ms` that was not answered (a
+    /// body refused as invalid, a backend that failed): it no longer counts in the minute or
+    /// day it was admitted in, when that window is still the current one.
+    pub fn refund(&mut self, now_ms: u64, admitted_ms: u64) {
+        self.roll(now_ms);
+        if admitted_ms / MINUTE_MS == self.minute {
+            self.minute_requests = self.minute_requests.saturating_sub(1);
+        }
+        if admitted_ms / DAY_MS == self.day {
+            self.day_requests = self.day_requests.saturating_sub(1);
+        }
+    }
+
     /// Sets the day's request count (a restart seeds it from the stored usage buckets).
     pub fn seed_day(&mut self, now_ms: u64, day_requests: u64) {
         self.roll(now_ms);
@@ -346,6 +359,22 @@ mod tests {
         assert_eq!(e.metric, Metric::RequestsPerDay);
         assert_eq!(e.retry_after_ms, DAY_MS / 2 - 2 * MINUTE_MS);
         w.admit(T0 + DAY_MS / 2, &l).unwrap();
+    }
+
+    #[test]
+    fn a_refund_frees_its_own_window_only() {
+        let l = limits(1, 1_000, 2);
+        let mut w = Window::default();
+        w.admit(T0, &l).unwrap();
+        w.refund(T0 + 10, T0);
+        w.admit(T0 + 20, &l).unwrap();
+        assert!(w.admit(T0 + 30, &l).is_err());
+        // Admitted in the previous minute: the new minute is not touched, the day is.
+        w.refund(T0 + MINUTE_MS, T0 + 20);
+        assert_eq!(w.counts(T0 + MINUTE_MS), (0, 0, 0));
+        w.admit(T0 + MINUTE_MS, &l).unwrap();
+        w.refund(T0 + DAY_MS, T0 + MINUTE_MS);
+        assert_eq!(w.counts(T0 + DAY_MS), (0, 0, 0));
     }
 
     #[test]

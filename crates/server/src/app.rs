@@ -49,6 +49,10 @@ pub struct App {
     /// Service accounts and IAM policies the request path reads, emptied on every write.
     pub directory: keyplane_auth::Directory,
     pub tokens: TokenCache,
+    /// Quota windows per (project, model) and each project's tier.
+    pub quotas: keyplane_auth::quota::Quotas,
+    /// Usage buckets not yet written to the store.
+    pub meter: crate::meter::Meter,
     pub models: ModelRouter,
     pub organization: i64,
     /// `http://host:port` as clients reach this server (for key files' token_uri).

@@ -12,6 +12,7 @@ pub mod bootstrap;
 pub mod controlplane;
 pub mod dataplane;
 pub mod identity;
+pub mod meter;
 pub mod oauth;
 pub mod settings;
 pub mod tls;
@@ -190,6 +191,7 @@ pub fn router(state: AppState) -> Router {
         .merge(controlplane::iam::router())
         .merge(controlplane::orgpolicy::router())
         .merge(controlplane::users::router())
+        .merge(controlplane::quotas::router())
         .merge(audit::router())
         .merge(oauth::router())
         .fallback(not_found)
@@ -358,6 +360,7 @@ pub async fn build_state(
     // The request path's in-memory view.
     let snapshot = keyplane_auth::Snapshot::new();
     load_snapshot_keys(store.as_ref(), &snapshot).await?;
+    let quotas = keyplane_auth::quota::Quotas::new(settings.quota_table()?);
     let mut page = keyplane_store::PageRequest::default();
     loop {
         let projects = store
@@ -368,6 +371,7 @@ pub async fn build_state(
             if p.state != keyplane_core::ProjectState::Active {
                 continue;
             }
+            quotas.set_tier(p.number, &p.tier);
             for s in store
                 .list_services(p.number)
                 .await
@@ -381,6 +385,7 @@ pub async fn build_state(
             None => break,
         }
     }
+    seed_quota_days(store.as_ref(), &quotas).await?;
     let upstream = upstream_client(&settings)?;
     let models = build_models(&settings, backend, upstream)?;
     Ok(AppState(Arc::new(App {
@@ -389,11 +394,36 @@ pub async fn build_state(
         snapshot,
         directory: Default::default(),
         tokens: Default::default(),
+        quotas,
+        meter: Default::default(),
         models,
         organization: boot.organization,
         base_url: base_url.to_owned(),
         settings,
     })))
+}
+
+/// Today's requests per (project, model), from the stored usage buckets: a restart does not
+/// give a project its day's quota again. (The minute windows start empty.)
+async fn seed_quota_days(
+    store: &dyn Store,
+    quotas: &keyplane_auth::quota::Quotas,
+) -> anyhow::Result<()> {
+    let now = meter::now_ms();
+    let day_start_minute = (now - now % keyplane_core::quota::DAY_MS) / 60_000;
+    let totals = store
+        .usage_totals_since(day_start_minute as i64)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    for t in totals {
+        quotas.seed_day(
+            t.project_number,
+            &t.model,
+            now,
+            u64::try_from(t.requests).unwrap_or(0),
+        );
+    }
+    Ok(())
 }
 
 /// Loads every live key into the snapshot, page by page: with a million keys, the whole
@@ -463,6 +493,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 
     let state = build_state(&config, &base_url, backend).await?;
     let app = router(state.clone());
+    // Usage buckets are written off the request path, and once more at shutdown.
+    let (stop_meter, meter_stopped) = tokio::sync::watch::channel(false);
+    let flusher = meter::spawn_flusher(
+        state.clone(),
+        std::time::Duration::from_secs(state.settings.usage.flush_seconds),
+        meter_stopped,
+    );
     // Keys deleted longer ago than the undelete window are purged: at start, then hourly.
     {
         let state = state.clone();
@@ -475,6 +512,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                     Ok(n) => tracing::info!(purged = n, "purged deleted API keys"),
                     Err(e) => tracing::warn!(error = %e, "purging deleted API keys failed"),
                 }
+                let days = state.settings.usage.retention_days;
+                let cutoff = (meter::now_ms() / 60_000) as i64 - (days * 24 * 60) as i64;
+                match state.store.purge_usage_before(cutoff).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(purged = n, "purged old usage buckets"),
+                    Err(e) => tracing::warn!(error = %e, "purging old usage buckets failed"),
+                }
             }
         });
     }
@@ -485,6 +529,19 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         writeln!(out, "keyplane listening on {base_url}")?;
         out.flush()?;
     }
+    let served = serve_until_shutdown(listener, app, tls).await;
+    let _ = stop_meter.send(true);
+    if let Err(e) = flusher.await {
+        tracing::warn!(error = %e, "the usage flusher stopped abnormally");
+    }
+    served
+}
+
+async fn serve_until_shutdown(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> anyhow::Result<()> {
     if let Some(tls) = tls {
         return tls::serve(listener, app, tls, shutdown_signal()).await;
     }

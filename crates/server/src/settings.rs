@@ -1,7 +1,9 @@
-//! The optional TOML configuration file: model aliases, local-backend settings and the
-//! Gemini upstream.
+//! The optional TOML configuration file: model aliases, local-backend settings, the
+//! Gemini upstream, quota limits per tier and model, and how usage is kept.
 
+use keyplane_auth::quota::QuotaTable;
 use keyplane_auth::restrictions::IpNet;
+use keyplane_core::quota::{Limits, Tier};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -21,6 +23,88 @@ pub struct Settings {
     pub trusted_proxies: Vec<IpNet>,
     /// `[upstream]`: models answered by a Gemini-wire upstream with a server-held key.
     pub upstream: Option<UpstreamSettings>,
+    /// `[quota.{tier}]`: the limits of a tier (`free`, `tier-1`, `tier-2`, `tier-3`) in place
+    /// of Google's published ones, and `[quota.{tier}.models."{model}"]` for one model.
+    pub quota: BTreeMap<String, TierQuotaSettings>,
+    /// `[usage]`: how often usage buckets are written, and how long they are kept.
+    pub usage: UsageSettings,
+}
+
+/// A limit as the configuration file writes it: a count, or `"unlimited"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "LimitText")]
+pub struct LimitValue(pub Option<u64>);
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum LimitText {
+    Count(u64),
+    Word(String),
+}
+
+impl TryFrom<LimitText> for LimitValue {
+    type Error = String;
+    fn try_from(t: LimitText) -> Result<Self, String> {
+        match t {
+            LimitText::Count(n) => Ok(LimitValue(Some(n))),
+            LimitText::Word(w) if w == "unlimited" => Ok(LimitValue(None)),
+            LimitText::Word(w) => Err(format!(
+                "a quota limit is a non-negative integer or \"unlimited\", not {w:?}"
+            )),
+        }
+    }
+}
+
+/// Limits that replace some of another set's (unset ones are inherited).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitSettings {
+    /// Requests per minute.
+    pub rpm: Option<LimitValue>,
+    /// Input tokens per minute.
+    pub tpm: Option<LimitValue>,
+    /// Requests per day (UTC).
+    pub rpd: Option<LimitValue>,
+}
+
+impl LimitSettings {
+    fn over(&self, base: Limits) -> Limits {
+        Limits {
+            rpm: self.rpm.map_or(base.rpm, |v| v.0),
+            tpm: self.tpm.map_or(base.tpm, |v| v.0),
+            rpd: self.rpd.map_or(base.rpd, |v| v.0),
+        }
+    }
+}
+
+/// `[quota.{tier}]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TierQuotaSettings {
+    pub rpm: Option<LimitValue>,
+    pub tpm: Option<LimitValue>,
+    pub rpd: Option<LimitValue>,
+    /// Model id (as callers name it) -> its limits in this tier.
+    pub models: BTreeMap<String, LimitSettings>,
+}
+
+/// `[usage]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UsageSettings {
+    /// Seconds between two writes of the usage buckets to the store.
+    pub flush_seconds: u64,
+    /// Days usage buckets are kept.
+    pub retention_days: u64,
+}
+
+impl Default for UsageSettings {
+    fn default() -> Self {
+        UsageSettings {
+            flush_seconds: 10,
+            retention_days: 90,
+        }
+    }
 }
 
 /// The environment variable that holds the upstream key unless `api_key_env` says otherwise.
@@ -108,11 +192,36 @@ impl Default for Settings {
             local: LocalSettings::default(),
             trusted_proxies: Vec::new(),
             upstream: None,
+            quota: BTreeMap::new(),
+            usage: UsageSettings::default(),
         }
     }
 }
 
 impl Settings {
+    /// The quota table: Google's tier limits with this file's replacements.
+    pub fn quota_table(&self) -> anyhow::Result<QuotaTable> {
+        let mut table = QuotaTable::default();
+        for (name, q) in &self.quota {
+            let tier = Tier::parse(name)
+                .filter(|t| t.as_str() == name)
+                .ok_or_else(|| {
+                    anyhow::anyhow!("[quota.{name}]: not a tier (free, tier-1, tier-2, tier-3)")
+                })?;
+            let own = LimitSettings {
+                rpm: q.rpm,
+                tpm: q.tpm,
+                rpd: q.rpd,
+            };
+            let limits = own.over(Limits::of_tier(tier));
+            table.set_tier(tier, limits);
+            for (model, m) in &q.models {
+                table.set_model(tier, model, m.over(limits));
+            }
+        }
+        Ok(table)
+    }
+
     pub fn load(path: Option<&Path>) -> anyhow::Result<Settings> {
         let mut settings = Self::load_file(path)?;
         if let Some(list) = std::env::var_os("KEYPLANE_TRUSTED_PROXIES") {
@@ -136,6 +245,14 @@ impl Settings {
             .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
         let mut settings: Settings = toml::from_str(&text)
             .map_err(|e| anyhow::anyhow!("invalid config file {}: {e}", path.display()))?;
+        settings
+            .quota_table()
+            .map_err(|e| anyhow::anyhow!("invalid config file {}: {e}", path.display()))?;
+        anyhow::ensure!(
+            settings.usage.flush_seconds > 0,
+            "invalid config file {}: [usage] flush_seconds must be at least 1",
+            path.display()
+        );
         if settings.aliases.is_empty() {
             settings.aliases = Settings::default().aliases;
         }
@@ -170,6 +287,55 @@ mod tests {
 
         assert!(toml::from_str::<Settings>("").unwrap().upstream.is_none());
         assert!(toml::from_str::<Settings>("[upstream]\napi_key = \"AIza\"\n").is_err());
+    }
+
+    #[test]
+    fn quota_tables_replace_googles_limits() {
+        let s: Settings = toml::from_str(
+            r#"
+            [quota.free]
+            rpm = 2
+            rpd = "unlimited"
+            [quota.free.models."gemini-2.5-pro"]
+            tpm = 100
+            [quota.tier-1]
+            rpm = 0
+            "#,
+        )
+        .unwrap();
+        let t = s.quota_table().unwrap();
+        let free = Limits::of_tier(Tier::Free);
+        assert_eq!(
+            t.limits(Tier::Free, "gemini-2.5-flash"),
+            Limits {
+                rpm: Some(2),
+                tpm: free.tpm,
+                rpd: None
+            }
+        );
+        assert_eq!(
+            t.limits(Tier::Free, "gemini-2.5-pro"),
+            Limits {
+                rpm: Some(2),
+                tpm: Some(100),
+                rpd: None
+            }
+        );
+        assert_eq!(t.limits(Tier::Tier1, "x").rpm, Some(0));
+        assert_eq!(t.limits(Tier::Tier2, "x"), Limits::of_tier(Tier::Tier2));
+
+        for bad in [
+            "[quota.gold]\nrpm = 1\n",
+            "[quota.free]\nrpm = -1\n",
+            "[quota.free]\nrpm = \"lots\"\n",
+            "[quota.free]\nrps = 1\n",
+        ] {
+            let parsed = toml::from_str::<Settings>(bad);
+            assert!(
+                parsed.is_err() || parsed.unwrap().quota_table().is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

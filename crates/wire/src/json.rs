@@ -88,6 +88,12 @@ pub fn parse_json_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError>
             "Unexpected end of string. Expected an object key or }.",
         ));
     }
+    // A request message is a JSON object; serde would also read a struct from an array.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::invalid_json(
+            "Unknown name \"\": Root element must be a message.",
+        ));
+    }
     // The common case, a well-formed body with known fields only, without the field-path
     // tracking: only a body that fails here is parsed again, tracked, for Google's message.
     if let Some(value) = parse_known_fields(bytes) {

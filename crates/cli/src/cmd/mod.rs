@@ -6,6 +6,7 @@ pub(crate) mod iam;
 mod keys;
 pub(crate) mod org_policies;
 mod projects;
+pub(crate) mod quotas;
 mod serve;
 pub(crate) mod service_accounts;
 mod services;
@@ -27,5 +28,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Generate(args) => generate::run(&ctx, args).await,
         Command::Users(c) => users::run(&ctx, c).await,
         Command::Audit(args) => audit::run(&ctx, args).await,
+        Command::Usage(args) => quotas::usage(&ctx, args).await,
     }
 }

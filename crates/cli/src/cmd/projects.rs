@@ -10,6 +10,10 @@ pub async fn run(ctx: &Ctx, cmd: ProjectsCommand) -> anyhow::Result<()> {
     let cp = ctx.control()?;
     match cmd {
         ProjectsCommand::Iam(c) => return super::iam::run_project(ctx, c).await,
+        ProjectsCommand::Quotas { project } => return super::quotas::quotas(ctx, &project).await,
+        ProjectsCommand::SetTier { project, tier } => {
+            return super::quotas::set_tier(ctx, &project, &tier).await
+        }
         ProjectsCommand::Create { id, display_name } => {
             let p = cp.create_project(&id, display_name.as_deref()).await?;
             if ctx.json() {

@@ -7,6 +7,7 @@ pub mod iampolicy;
 pub mod operations;
 pub mod orgpolicy;
 pub mod projects;
+pub mod quotas;
 pub mod serviceusage;
 pub mod users;
 

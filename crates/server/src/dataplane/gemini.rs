@@ -17,6 +17,7 @@ use keyplane_wire::{parse_json_body, ApiError};
 use super::access::{authorize, DataRequest, Target};
 use super::{generate, path_or_404, split_model};
 use crate::app::{AppState, Route, RoutedModel};
+use crate::meter::{metered, Ticket};
 
 const DEFAULT_PAGE_SIZE: usize = 50;
 const MAX_PAGE_SIZE: usize = 1000;
@@ -124,10 +125,9 @@ pub async fn post_model(
         Ok(rest) => rest,
         Err(e) => return e.into_response(),
     };
-    match post_model_inner(&state, &req, &rest, uri.query(), body).await {
-        Ok(resp) => resp,
-        Err(e) => e.into_response(),
-    }
+    let mut ticket = None;
+    let result = post_model_inner(&state, &req, &rest, uri.query(), body, &mut ticket).await;
+    metered(result, ticket)
 }
 
 async fn post_model_inner(
@@ -136,6 +136,7 @@ async fn post_model_inner(
     rest: &str,
     query: Option<&str>,
     body: Bytes,
+    ticket: &mut Option<Ticket>,
 ) -> Result<Response, ApiError> {
     let version = req.version;
     let (id, method) = split_model(rest);
@@ -166,14 +167,20 @@ async fn post_model_inner(
             )))
         }
     };
-    // An ephemeral token: its constraints first, then one use spent (atomically).
+    let t = ticket.insert(super::open_ticket(state, &caller, &id, &method));
+    // An ephemeral token: its constraints first, then the quota, then one use spent
+    // (atomically): a call refused for quota spends no use.
     let body = match &caller.ephemeral {
         Some(token) => {
             let constrained = token.constrain(&id, &target.method, &body)?;
+            super::admit(state, t)?;
             token.spend(state, &target.method).await?;
             Bytes::from(constrained)
         }
-        None => body,
+        None => {
+            super::admit(state, t)?;
+            body
+        }
     };
     let backend = match &m.route {
         Route::Local(backend) => backend.as_ref(),

@@ -7,7 +7,8 @@
 //! then server IPs / browser referrers / Android apps / iOS apps (API_KEY_*_BLOCKED) ->
 //! identity: a service-account-bound key on aiplatform, or a service-account Bearer token,
 //! needs the method's IAM permission on the project (IAM_PERMISSION_DENIED) ->
-//! model routing (404) -> body parsing and validation (400) -> backend ([`generate`]).
+//! model routing (404) -> quota (429, [`admit`]) -> body parsing and validation (400) ->
+//! backend ([`generate`]). Every call past authorization is metered ([`crate::meter`]).
 //! An ephemeral token (`auth_tokens/…`, v1alpha only) replaces the key checks with its
 //! own: constraints, then one use spent atomically in the store.
 //!
@@ -34,6 +35,7 @@ use keyplane_wire::ApiError;
 use std::collections::HashMap;
 
 use crate::app::AppState;
+use crate::meter::Ticket;
 
 /// Path versions served; Google's SDKs use all of them depending on their release.
 const VERSIONS: &[&str] = &["v1", "v1beta", "v1alpha", "v1beta1"];
@@ -134,6 +136,53 @@ fn split_model(rest: &str) -> (String, Option<String>) {
         Some((id, method)) => (id.to_owned(), Some(method.to_owned())),
         None => (rest, None),
     }
+}
+
+/// Opens the meter's ticket of an authorized call of `model` (as the caller named it).
+fn open_ticket(state: &AppState, caller: &DataCaller, model: &str, method: &str) -> Ticket {
+    let key_id = caller.key.as_ref().map_or("", |k| k.key_id.as_str());
+    Ticket::new(state, caller.project_number, key_id, model, method)
+}
+
+/// The quota step: generation calls count against the project's per-model limits (by its
+/// tier); countTokens does not. A call admitted here and then not answered with success
+/// (its body refused, the backend failed) is given back when its ticket closes. Over a limit: 429 RESOURCE_EXHAUSTED with QuotaFailure and
+/// RetryInfo, as Google answers.
+fn admit(state: &AppState, ticket: &mut Ticket) -> Result<(), ApiError> {
+    if !matches!(
+        ticket.method(),
+        "generateContent" | "streamGenerateContent" | "bidiGenerateContent"
+    ) {
+        return Ok(());
+    }
+    let (project, model) = (ticket.project_number(), ticket.model());
+    let now = crate::meter::now_ms();
+    match state.quotas.admit(project, model, now) {
+        Ok(()) => {
+            ticket.admitted_ms = Some(now);
+            Ok(())
+        }
+        Err(denied) => Err(quota_error(model, &denied)),
+    }
+}
+
+/// The 429 of a refused call.
+pub fn quota_error(model: &str, denied: &keyplane_auth::quota::QuotaDenied) -> ApiError {
+    let e = &denied.exceeded;
+    let violation = keyplane_wire::error::QuotaViolation {
+        quota_metric: e.metric.quota_metric(denied.tier),
+        quota_id: e.metric.quota_id(denied.tier),
+        quota_dimensions: [
+            ("location".to_owned(), "global".to_owned()),
+            ("model".to_owned(), model.to_owned()),
+        ]
+        .into_iter()
+        .collect(),
+        quota_value: Some(e.limit.to_string()),
+        ..Default::default()
+    };
+    let retry = std::time::Duration::from_secs(e.retry_after_ms.div_ceil(1000).max(1));
+    ApiError::resource_exhausted_quota(violation, retry)
 }
 
 /// `generateContent` -> `GenerateContent`.

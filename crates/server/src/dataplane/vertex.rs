@@ -18,9 +18,10 @@ use keyplane_wire::gemini::GenerateContentRequest;
 use keyplane_wire::{parse_json_body, ApiError};
 use serde_json::{json, Value};
 
-use super::access::{authorize, authorize_in_project, DataRequest, Target};
+use super::access::{authorize, authorize_in_project, DataCaller, DataRequest, Target};
 use super::{generate, path_or_404, split_model};
 use crate::app::{AppState, Route};
+use crate::meter::{metered, Ticket};
 
 /// Google's own publisher; the only one served.
 const GOOGLE: &str = "google";
@@ -83,10 +84,18 @@ pub async fn post_model(
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
-    match post_model_inner(&state, &req, &publisher, &rest, uri.query(), body).await {
-        Ok(resp) => resp,
-        Err(e) => e.into_response(),
-    }
+    let mut ticket = None;
+    let result = post_model_inner(
+        &state,
+        &req,
+        &publisher,
+        &rest,
+        uri.query(),
+        body,
+        &mut ticket,
+    )
+    .await;
+    metered(result, ticket)
 }
 
 /// `POST /{v}/projects/{p}/locations/{l}/publishers/{publisher}/models/{model}:verb`: the
@@ -114,20 +123,17 @@ pub async fn post_project_model(
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };
-    match serve(
-        &state,
-        &req,
-        caller.project_number,
-        &publisher,
-        &rest,
-        uri.query(),
-        body,
-    )
-    .await
-    {
-        Ok(resp) => resp,
-        Err(e) => e.into_response(),
-    }
+    let mut ticket = None;
+    let call = Call {
+        state: &state,
+        req: &req,
+        caller: &caller,
+        publisher: &publisher,
+        rest: &rest,
+        query: uri.query(),
+    };
+    let result = serve(call, body, &mut ticket).await;
+    metered(result, ticket)
 }
 
 async fn post_model_inner(
@@ -137,33 +143,48 @@ async fn post_model_inner(
     rest: &str,
     query: Option<&str>,
     body: Bytes,
+    ticket: &mut Option<Ticket>,
 ) -> Result<Response, ApiError> {
     let (_, method) = split_model(rest);
     let verb = method.as_deref().unwrap_or("predict");
     let target = Target::vertex(req.version, verb);
     let caller = authorize(state, req, &target).await?;
-    serve(
+    let call = Call {
         state,
         req,
-        caller.project_number,
+        caller: &caller,
         publisher,
         rest,
         query,
-        body,
-    )
-    .await
+    };
+    serve(call, body, ticket).await
 }
 
-/// Answers an authorized Vertex call for `project_number`.
+/// An authorized Vertex call.
+struct Call<'a> {
+    state: &'a AppState,
+    req: &'a DataRequest,
+    caller: &'a DataCaller,
+    publisher: &'a str,
+    rest: &'a str,
+    query: Option<&'a str>,
+}
+
+/// Answers an authorized Vertex call.
 async fn serve(
-    state: &AppState,
-    req: &DataRequest,
-    project_number: i64,
-    publisher: &str,
-    rest: &str,
-    query: Option<&str>,
+    call: Call<'_>,
     body: Bytes,
+    ticket: &mut Option<Ticket>,
 ) -> Result<Response, ApiError> {
+    let Call {
+        state,
+        req,
+        caller,
+        publisher,
+        rest,
+        query,
+    } = call;
+    let project_number = caller.project_number;
     let (id, method) = split_model(rest);
     let Some(method) = method else {
         return Err(ApiError::not_found(format!(
@@ -187,6 +208,10 @@ async fn serve(
         Some(m) if publisher == GOOGLE => m,
         _ => return Err(publisher_model_not_found(project_number, publisher, &id)),
     };
+    super::admit(
+        state,
+        ticket.insert(super::open_ticket(state, caller, &id, &method)),
+    )?;
     // Vertex's countTokens takes the generateContent fields at the top level.
     let gen: GenerateContentRequest = parse_json_body(&body)?;
     let backend = match &m.route {

@@ -1,0 +1,520 @@
+//! Metering: every data-plane call that reached a project is counted into a per-minute
+//! usage bucket (project, key, model, method, minute, HTTP status) in memory, and the
+//! buckets are written to the store by a background task ([`spawn_flusher`]), never on the
+//! request path. A [`Ticket`] follows one call: the handler opens it once the project and
+//! model are known, and it records itself when dropped, which for a successful answer is
+//! when its body has been sent (the body is wrapped by [`metered`], which reads the token
+//! counts out of the `usageMetadata` the body carries, streamed or not, from the local
+//! model or the upstream alike).
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures::StreamExt;
+use keyplane_core::quota::UsageRow;
+use keyplane_wire::ApiError;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::app::AppState;
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// What identifies a bucket.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct BucketKey {
+    project_number: i64,
+    key_id: String,
+    model: String,
+    method: &'static str,
+    minute: i64,
+    code: u16,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Counters {
+    requests: i64,
+    prompt_tokens: i64,
+    candidates_tokens: i64,
+    latency_ms: i64,
+}
+
+/// One call's figures, as [`Meter::record`] takes them.
+#[derive(Debug, Clone, Copy)]
+pub struct Call<'a> {
+    pub project_number: i64,
+    pub key_id: &'a str,
+    pub model: &'a str,
+    pub method: &'static str,
+    pub code: u16,
+    pub prompt_tokens: u64,
+    pub candidates_tokens: u64,
+    pub latency: Duration,
+    pub at_ms: u64,
+}
+
+/// The buckets not yet written, found by a hash of their borrowed identity so that a call
+/// into an existing bucket allocates nothing.
+#[derive(Default)]
+pub struct Meter {
+    pending: Mutex<HashMap<u64, Vec<(BucketKey, Counters)>>>,
+}
+
+fn identity_hash(
+    project: i64,
+    key_id: &str,
+    model: &str,
+    method: &str,
+    minute: i64,
+    code: u16,
+) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (project, key_id, model, method, minute, code).hash(&mut h);
+    h.finish()
+}
+
+impl Meter {
+    pub fn record(&self, call: Call<'_>) {
+        let minute = (call.at_ms / 60_000) as i64;
+        let h = identity_hash(
+            call.project_number,
+            call.key_id,
+            call.model,
+            call.method,
+            minute,
+            call.code,
+        );
+        let add = Counters {
+            requests: 1,
+            prompt_tokens: call.prompt_tokens.min(i64::MAX as u64) as i64,
+            candidates_tokens: call.candidates_tokens.min(i64::MAX as u64) as i64,
+            latency_ms: call.latency.as_millis().min(i64::MAX as u128) as i64,
+        };
+        let mut pending = self.pending.lock();
+        let list = pending.entry(h).or_default();
+        let found = list.iter_mut().find(|(k, _)| {
+            k.project_number == call.project_number
+                && k.minute == minute
+                && k.code == call.code
+                && k.method == call.method
+                && k.key_id == call.key_id
+                && k.model == call.model
+        });
+        let counters = match found {
+            Some((_, c)) => c,
+            None => {
+                list.push((
+                    BucketKey {
+                        project_number: call.project_number,
+                        key_id: call.key_id.to_owned(),
+                        model: call.model.to_owned(),
+                        method: call.method,
+                        minute,
+                        code: call.code,
+                    },
+                    Counters::default(),
+                ));
+                &mut list.last_mut().expect("just pushed").1
+            }
+        };
+        counters.requests += add.requests;
+        counters.prompt_tokens = counters.prompt_tokens.saturating_add(add.prompt_tokens);
+        counters.candidates_tokens = counters
+            .candidates_tokens
+            .saturating_add(add.candidates_tokens);
+        counters.latency_ms = counters.latency_ms.saturating_add(add.latency_ms);
+    }
+
+    /// Takes every pending bucket (they are gone from memory: give them back with
+    /// [`Meter::restore`] when they could not be written).
+    pub fn take(&self) -> Vec<UsageRow> {
+        let pending = std::mem::take(&mut *self.pending.lock());
+        pending
+            .into_values()
+            .flatten()
+            .map(|(k, c)| to_row(&k, &c))
+            .collect()
+    }
+
+    /// The pending buckets of one project, left in place (for reads that must include what
+    /// has not been flushed yet).
+    pub fn pending_of(&self, project_number: i64) -> Vec<UsageRow> {
+        self.pending
+            .lock()
+            .values()
+            .flatten()
+            .filter(|(k, _)| k.project_number == project_number)
+            .map(|(k, c)| to_row(k, c))
+            .collect()
+    }
+
+    /// Puts rows back after a failed write; they add to whatever was recorded meanwhile.
+    pub fn restore(&self, rows: Vec<UsageRow>) {
+        let mut pending = self.pending.lock();
+        for r in rows {
+            let method = static_method(&r.method);
+            let code = u16::try_from(r.code).unwrap_or(500);
+            let h = identity_hash(
+                r.project_number,
+                &r.key_id,
+                &r.model,
+                method,
+                r.minute,
+                code,
+            );
+            let list = pending.entry(h).or_default();
+            let add = Counters {
+                requests: r.requests,
+                prompt_tokens: r.prompt_tokens,
+                candidates_tokens: r.candidates_tokens,
+                latency_ms: r.latency_ms,
+            };
+            let key = BucketKey {
+                project_number: r.project_number,
+                key_id: r.key_id,
+                model: r.model,
+                method,
+                minute: r.minute,
+                code,
+            };
+            match list.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, c)) => {
+                    c.requests += add.requests;
+                    c.prompt_tokens += add.prompt_tokens;
+                    c.candidates_tokens += add.candidates_tokens;
+                    c.latency_ms += add.latency_ms;
+                }
+                None => list.push((key, add)),
+            }
+        }
+    }
+}
+
+fn to_row(k: &BucketKey, c: &Counters) -> UsageRow {
+    UsageRow {
+        project_number: k.project_number,
+        key_id: k.key_id.clone(),
+        model: k.model.clone(),
+        method: k.method.to_owned(),
+        minute: k.minute,
+        code: i32::from(k.code),
+        requests: c.requests,
+        prompt_tokens: c.prompt_tokens,
+        candidates_tokens: c.candidates_tokens,
+        latency_ms: c.latency_ms,
+    }
+}
+
+/// The metered methods' names, as `'static` strings.
+pub fn static_method(method: &str) -> &'static str {
+    match method {
+        "generateContent" => "generateContent",
+        "streamGenerateContent" => "streamGenerateContent",
+        "countTokens" => "countTokens",
+        "bidiGenerateContent" => "bidiGenerateContent",
+        _ => "other",
+    }
+}
+
+/// Writes the pending buckets every `every`, and once more when `stop` resolves (the
+/// server's shutdown). A failed write keeps the rows for the next round.
+pub fn spawn_flusher(
+    state: AppState,
+    every: Duration,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut stop = stop;
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let last = tokio::select! {
+                _ = tick.tick() => false,
+                _ = stop.changed() => true,
+            };
+            flush(&state).await;
+            if last {
+                break;
+            }
+        }
+    })
+}
+
+/// Writes the pending buckets now.
+pub async fn flush(state: &AppState) {
+    let rows = state.meter.take();
+    if rows.is_empty() {
+        return;
+    }
+    if let Err(e) = state.store.add_usage(&rows).await {
+        tracing::warn!(error = %e, rows = rows.len(), "writing usage buckets failed; kept for the next flush");
+        state.meter.restore(rows);
+    }
+}
+
+/// One data-plane call being metered; records itself (and the input tokens an admitted
+/// call adds to its quota window) when dropped.
+pub struct Ticket {
+    state: AppState,
+    project_number: i64,
+    key_id: String,
+    model: String,
+    method: &'static str,
+    start: Instant,
+    /// The HTTP status answered (set by [`metered`]).
+    pub code: u16,
+    pub prompt_tokens: u64,
+    pub candidates_tokens: u64,
+    /// When the call was admitted against the generation quota (its input tokens count
+    /// there too; a call not answered with success is given back).
+    pub admitted_ms: Option<u64>,
+}
+
+impl Ticket {
+    pub fn new(
+        state: &AppState,
+        project_number: i64,
+        key_id: &str,
+        model: &str,
+        method: &str,
+    ) -> Ticket {
+        Ticket {
+            state: state.clone(),
+            project_number,
+            key_id: key_id.to_owned(),
+            model: model.to_owned(),
+            method: static_method(method),
+            start: Instant::now(),
+            code: 500,
+            prompt_tokens: 0,
+            candidates_tokens: 0,
+            admitted_ms: None,
+        }
+    }
+
+    pub fn project_number(&self) -> i64 {
+        self.project_number
+    }
+
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
+    pub fn method(&self) -> &'static str {
+        self.method
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let at_ms = now_ms();
+        self.state.meter.record(Call {
+            project_number: self.project_number,
+            key_id: &self.key_id,
+            model: &self.model,
+            method: self.method,
+            code: self.code,
+            prompt_tokens: self.prompt_tokens,
+            candidates_tokens: self.candidates_tokens,
+            latency: self.start.elapsed(),
+            at_ms,
+        });
+        if let Some(admitted_ms) = self.admitted_ms {
+            let quotas = &self.state.quotas;
+            if (200..300).contains(&self.code) {
+                quotas.add_tokens(self.project_number, &self.model, at_ms, self.prompt_tokens);
+            } else {
+                quotas.refund(self.project_number, &self.model, at_ms, admitted_ms);
+            }
+        }
+    }
+}
+
+/// A handler's result as a response, metered: an error is recorded with its status at
+/// once; a successful body carries the ticket until its last byte, counting the tokens
+/// its `usageMetadata` reports on the way.
+pub fn metered(result: Result<Response, ApiError>, ticket: Option<Ticket>) -> Response {
+    let resp = match result {
+        Ok(resp) => resp,
+        Err(e) => e.into_response(),
+    };
+    let Some(mut ticket) = ticket else {
+        return resp;
+    };
+    ticket.code = resp.status().as_u16();
+    if !resp.status().is_success() {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let mut scan = UsageScan::default();
+    let mut ticket = Some(ticket);
+    let stream = body.into_data_stream().map(move |item| {
+        if let Ok(bytes) = &item {
+            scan.feed(bytes);
+            if let Some(t) = ticket.as_mut() {
+                if let Some(p) = scan.prompt {
+                    t.prompt_tokens = p;
+                }
+                if let Some(c) = scan.candidates {
+                    t.candidates_tokens = c;
+                }
+            }
+        } else if let Some(t) = ticket.as_mut() {
+            // The body failed half-way (an upstream that dropped): not a success.
+            t.code = 502;
+        }
+        item
+    });
+    Response::from_parts(parts, Body::from_stream(stream))
+}
+
+/// Finds the last `"promptTokenCount": N` and `"candidatesTokenCount": N` in a byte stream
+/// of JSON (pretty or compact, SSE or not), across chunk boundaries.
+#[derive(Default)]
+struct UsageScan {
+    carry: Vec<u8>,
+    prompt: Option<u64>,
+    candidates: Option<u64>,
+}
+
+const PROMPT: &[u8] = b"\"promptTokenCount\"";
+const CANDIDATES: &[u8] = b"\"candidatesTokenCount\"";
+/// Enough of a chunk's end to hold a field name split by the boundary and its number.
+const CARRY: usize = 64;
+
+impl UsageScan {
+    fn feed(&mut self, chunk: &Bytes) {
+        let hay: &[u8] = if self.carry.is_empty() {
+            chunk
+        } else {
+            self.carry.extend_from_slice(chunk);
+            &self.carry
+        };
+        let (p, c) = (last_count(hay, PROMPT), last_count(hay, CANDIDATES));
+        if p.is_some() {
+            self.prompt = p;
+        }
+        if c.is_some() {
+            self.candidates = c;
+        }
+        let keep = hay.len().min(CARRY);
+        let tail = hay[hay.len() - keep..].to_vec();
+        self.carry = tail;
+    }
+}
+
+/// The number after the last complete occurrence of `"name"` followed by `:`.
+fn last_count(hay: &[u8], name: &[u8]) -> Option<u64> {
+    let mut found = None;
+    let mut from = 0;
+    while let Some(at) = memfind(&hay[from..], name) {
+        let mut i = from + at + name.len();
+        from = i;
+        while i < hay.len() && hay[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if hay.get(i) != Some(&b':') {
+            continue;
+        }
+        i += 1;
+        while i < hay.len() && hay[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        let start = i;
+        while i < hay.len() && hay[i].is_ascii_digit() {
+            i += 1;
+        }
+        if i > start && i < hay.len() {
+            if let Some(n) = std::str::from_utf8(&hay[start..i])
+                .ok()
+                .and_then(|s| s.parse().ok())
+            {
+                found = Some(n);
+            }
+        }
+    }
+    found
+}
+
+fn memfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() || hay.len() < needle.len() {
+        return None;
+    }
+    let first = needle[0];
+    let mut i = 0;
+    while i + needle.len() <= hay.len() {
+        match hay[i..hay.len() - needle.len() + 1]
+            .iter()
+            .position(|b| *b == first)
+        {
+            Some(p) => {
+                i += p;
+                if &hay[i..i + needle.len()] == needle {
+                    return Some(i);
+                }
+                i += 1;
+            }
+            None => return None,
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan(chunks: &[&str]) -> (Option<u64>, Option<u64>) {
+        let mut s = UsageScan::default();
+        for c in chunks {
+            s.feed(&Bytes::copy_from_slice(c.as_bytes()));
+        }
+        (s.prompt, s.candidates)
+    }
+
+    #[test]
+    fn counts_are_read_from_compact_pretty_and_streamed_json() {
+        let compact = r#"{"candidates":[],"usageMetadata":{"promptTokenCount":12,"candidatesTokenCount":7,"totalTokenCount":19}}"#;
+        assert_eq!(scan(&[compact]), (Some(12), Some(7)));
+        let pretty = "{\n  \"usageMetadata\": {\n    \"promptTokenCount\": 5,\n    \"candidatesTokenCount\": 31\n  }\n}";
+        assert_eq!(scan(&[pretty]), (Some(5), Some(31)));
+        // SSE: cumulative counts, the last one wins.
+        let sse = [
+            "data: {\"usageMetadata\":{\"promptTokenCount\":9,\"candidatesTokenCount\":1}}\r\n\r\n",
+            "data: {\"usageMetadata\":{\"promptTokenCount\":9,\"candidatesTokenCount\":2}}\r\n\r\n",
+            "data: {\"usageMetadata\":{\"promptTokenCount\":9,\"candidatesTokenCount\":40}}\r\n\r\n",
+        ];
+        assert_eq!(scan(&sse), (Some(9), Some(40)));
+    }
+
+    #[test]
+    fn counts_split_across_chunks_are_found() {
+        let whole = r#"{"usageMetadata":{"promptTokenCount":1234,"candidatesTokenCount":5678}}"#;
+        for cut in 1..whole.len() {
+            let (a, b) = whole.split_at(cut);
+            assert_eq!(scan(&[a, b]), (Some(1234), Some(5678)), "cut at {cut}");
+        }
+        for cut in 1..whole.len() - 1 {
+            let (a, rest) = whole.split_at(cut);
+            let (b, c) = rest.split_at(1);
+            assert_eq!(scan(&[a, b, c]), (Some(1234), Some(5678)), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn no_usage_is_none_and_text_naming_the_field_is_not_a_count() {
+        assert_eq!(scan(&["{\"candidates\":[]}"]), (None, None));
+        assert_eq!(
+            scan(&[r#"{"text":"the \"promptTokenCount\" field"}"#]),
+            (None, None)
+        );
+    }
+}
