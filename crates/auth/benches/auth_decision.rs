@@ -1,8 +1,10 @@
 //! The data plane's auth decision alone: credential string to allow/deny, as
 //! `crates/server/src/dataplane/access.rs` makes it for an API key (`authorize` then
-//! `check_restrictions`): trim and well-formedness check, HMAC lookup hash, the snapshot's
-//! decision (key known, project has the service enabled), the caller's address, then the
-//! key's restrictions (API targets and a server-IP CIDR list).
+//! `check_restrictions`, then `dataplane::admit`): trim and well-formedness check, HMAC
+//! lookup hash, the snapshot's decision (key known, project has the service enabled), the
+//! caller's address, the key's restrictions (API targets and a server-IP CIDR list), then
+//! the quota: the clock read and one call counted in the (project, model) window, against
+//! limits the run never reaches.
 //!
 //! Cases, each at 1 and at 1,000,000 keys in the snapshot:
 //! - `allow_restricted`: a valid key restricted to the Gemini API's generate methods and to
@@ -12,17 +14,19 @@
 //! - `deny_invalid_key`: a string that is not a key at all (answered before any hashing).
 //!
 //! Requests are spread over 1,000 keys, as in the load benchmark, so a lookup is not
-//! always the same hot cache line. Quota is not measured: Keyplane has no quota counters
-//! on the request path yet. Not measured either: reading the HTTP headers (axum's
-//! `HeaderMap`) and formatting the RPC method name, which happen outside keyplane-auth.
+//! always the same hot cache line. Not measured: reading the HTTP headers (axum's
+//! `HeaderMap`), formatting the RPC method name and recording the usage bucket, which
+//! happen outside keyplane-auth.
 //!
 //! `parts/*` at 1,000,000 keys splits the allowed decision into its steps.
 //!
 //! Set `AUTH_BENCH_KEYS` (comma-separated) to change the snapshot sizes.
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
+use keyplane_auth::quota::{QuotaTable, Quotas};
 use keyplane_auth::restrictions::{self, Call, CallerAddress, Client, CompiledRestrictions, IpNet};
 use keyplane_auth::{KeyDenied, KeyEntry, Snapshot};
+use keyplane_core::quota::{Limits, Tier};
 use keyplane_core::{
     now, services, ApiKey, ApiTarget, PlainKey, Restrictions, ServerKeyRestrictions, ServerSecret,
     ServiceState,
@@ -47,6 +51,30 @@ enum Refusal {
     ServiceDisabled,
     /// 403 API_KEY_*_BLOCKED.
     Restricted(restrictions::Denied),
+    /// 429 RESOURCE_EXHAUSTED.
+    Quota,
+}
+
+const MODEL: &str = "gemini-2.5-flash";
+
+/// Every tier with limits no run reaches: each call is counted, none refused.
+fn quotas() -> Quotas {
+    let mut table = QuotaTable::default();
+    let huge = Limits {
+        rpm: Some(u64::MAX / 2),
+        tpm: Some(u64::MAX / 2),
+        rpd: Some(u64::MAX / 2),
+    };
+    for t in Tier::ALL {
+        table.set_tier(t, huge);
+    }
+    Quotas::new(table)
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The request's side of the decision: what access.rs reads from the request.
@@ -62,6 +90,7 @@ struct Request<'a> {
 fn decide(
     secret: &ServerSecret,
     snapshot: &Snapshot,
+    quotas: &Quotas,
     req: &Request<'_>,
 ) -> Result<Arc<KeyEntry>, Refusal> {
     let plain = PlainKey::from_caller(req.credential);
@@ -95,6 +124,9 @@ fn decide(
         };
         restrictions::check(r, call, &client).map_err(Refusal::Restricted)?;
     }
+    quotas
+        .admit(permit.key.project_number, MODEL, now_ms())
+        .map_err(|_| Refusal::Quota)?;
     Ok(permit.key)
 }
 
@@ -266,6 +298,7 @@ fn bench(c: &mut Criterion) {
     for n in sizes() {
         let fx = fixture(&secret, n);
         let snap = &fx.snapshot;
+        let quotas = quotas();
         let request = |credential| Request {
             credential,
             peer,
@@ -273,28 +306,28 @@ fn bench(c: &mut Criterion) {
         };
         // Sanity: every case decides as its name says before it is timed.
         for k in &fx.restricted_keys {
-            assert!(decide(&secret, snap, &request(k)).is_ok());
+            assert!(decide(&secret, snap, &quotas, &request(k)).is_ok());
             let from_far = Request {
                 peer: far,
                 ..request(k)
             };
             assert!(matches!(
-                decide(&secret, snap, &from_far),
+                decide(&secret, snap, &quotas, &from_far),
                 Err(Refusal::Restricted(restrictions::Denied::Ip(_)))
             ));
         }
         for k in &fx.unrestricted_keys {
-            assert!(decide(&secret, snap, &request(k)).is_ok());
+            assert!(decide(&secret, snap, &quotas, &request(k)).is_ok());
         }
         for k in &unknown_keys {
             assert!(matches!(
-                decide(&secret, snap, &request(k)),
+                decide(&secret, snap, &quotas, &request(k)),
                 Err(Refusal::Invalid)
             ));
         }
         for k in &invalid_keys {
             assert!(matches!(
-                decide(&secret, snap, &request(k)),
+                decide(&secret, snap, &quotas, &request(k)),
                 Err(Refusal::Invalid)
             ));
         }
@@ -311,7 +344,7 @@ fn bench(c: &mut Criterion) {
             }
             let mut next = cycle(creds);
             group.bench_function(BenchmarkId::new(name, n), |b| {
-                b.iter(|| decide(&secret, snap, &request(black_box(next()))).is_ok())
+                b.iter(|| decide(&secret, snap, &quotas, &request(black_box(next()))).is_ok())
             });
         }
 
@@ -345,6 +378,15 @@ fn bench(c: &mut Criterion) {
             };
             group.bench_function(BenchmarkId::new("part_restrictions", n), |b| {
                 b.iter(|| restrictions::check(black_box(&limits), call, &client).is_ok())
+            });
+            let mut project = 0;
+            group.bench_function(BenchmarkId::new("part_quota", n), |b| {
+                b.iter(|| {
+                    project = (project + 1) % PROJECTS;
+                    quotas
+                        .admit(black_box(1_000_000 + project), MODEL, now_ms())
+                        .is_ok()
+                })
             });
         }
         drop(fx);
