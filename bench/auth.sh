@@ -74,8 +74,8 @@ for line in open(log):
     if m:
         print(f"Snapshot memory: {m.group(1)}.")
 print("Cases: allow_* and deny_unknown_key spread requests over 1,000 keys; part_* are the "
-      "allowed decision's steps alone. Quota is not part of the decision: Keyplane has no "
-      "quota counters on the request path yet.")
+      "allowed decision's steps alone. The allowed cases end with the quota step (the clock "
+      "read and the call counted in its project and model's window, part_quota alone).")
 print(f"Measured in {elapsed} s (warm-up {os.environ['AUTH_BENCH_WARMUP']} s, "
       f"{os.environ['AUTH_BENCH_MEASURE']} s per case).")
 PY

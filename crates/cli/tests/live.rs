@@ -356,3 +356,58 @@ async fn a_session_ends_when_its_token_expires() {
     let reason = closed_with(&mut ws, 1008).await;
     assert!(reason.contains("expired"), "{reason}");
 }
+
+#[tokio::test]
+async fn each_turn_counts_against_the_quota_and_is_metered() {
+    let dir = tempfile::tempdir().expect("a config dir");
+    let config = dir.path().join("keyplane.toml");
+    std::fs::write(&config, "[quota.free]\nrpm = 2\n").expect("write config");
+    let server = Server::start_with(Options {
+        args: vec!["--config".into(), config.display().to_string()],
+        ..Options::default()
+    });
+    let ctx = server.ctx().await;
+    let key = ctx.new_key("live-quota").await;
+    // The two turns and the refused third must fall in one minute.
+    let second = unix_now() % 60;
+    if second > 40 {
+        tokio::time::sleep(Duration::from_secs(61 - second as u64)).await;
+    }
+    let mut ws = open(&ctx, RPC, "", &[("x-goog-api-key", &key.key_string)]).await;
+    start(&mut ws, setup(MODEL)).await;
+    let (_, first) = turn(&mut ws, "Say one word.").await;
+    let (_, second) = turn(&mut ws, "Another word.").await;
+    send(
+        &mut ws,
+        json!({"clientContent": {"turns": [{"role": "user", "parts": [{"text": "More."}]}], "turnComplete": true}}),
+    )
+    .await;
+    let reason = closed_with(&mut ws, 1011).await;
+    assert!(
+        reason.starts_with("You exceeded your current quota"),
+        "{reason}"
+    );
+
+    let u = ctx
+        .get(&format!("/v1/keyplane/projects/{}/usage", key.project_id))
+        .await
+        .ok();
+    let turns: Vec<&Value> = u["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["method"] == "bidiGenerateContent" && b["code"] == 200)
+        .collect();
+    let requests: i64 = turns.iter().map(|b| b["requests"].as_i64().unwrap()).sum();
+    assert_eq!(requests, 2, "{u}");
+    let prompt: i64 = turns
+        .iter()
+        .map(|b| b["promptTokens"].as_i64().unwrap())
+        .sum();
+    let expected = first["usageMetadata"]["promptTokenCount"].as_i64().unwrap()
+        + second["usageMetadata"]["promptTokenCount"]
+            .as_i64()
+            .unwrap();
+    assert_eq!(prompt, expected, "{u}");
+    assert_eq!(turns[0]["key"], key.name.as_str(), "{u}");
+}

@@ -61,76 +61,136 @@ pub struct Call<'a> {
     pub at_ms: u64,
 }
 
-/// The buckets not yet written, found by a hash of their borrowed identity so that a call
-/// into an existing bucket allocates nothing.
+/// Pending buckets past which the flusher is woken at once: with a million keys each used
+/// once a minute, buckets would otherwise hold ~250 bytes per key until the next tick.
+pub const FLUSH_AT: usize = 20_000;
+/// Pending buckets kept at most while the store refuses writes; past it, new ones are
+/// dropped (and a warning says so) rather than growing without bound.
+const HARD_CAP: usize = 1_000_000;
+
+/// The buckets not yet written: an arena, and an index from the hash of a bucket's
+/// identity to its chain of buckets, so that a call into an existing bucket allocates
+/// nothing and a new bucket costs one arena slot.
 #[derive(Default)]
 pub struct Meter {
-    pending: Mutex<HashMap<u64, Vec<(BucketKey, Counters)>>>,
+    pending: Mutex<Pending>,
+    /// Woken when [`FLUSH_AT`] buckets are pending.
+    pub flush_now: tokio::sync::Notify,
 }
 
-fn identity_hash(
-    project: i64,
-    key_id: &str,
-    model: &str,
-    method: &str,
+#[derive(Default)]
+struct Pending {
+    index: HashMap<u64, u32>,
+    buckets: Vec<Bucket>,
+}
+
+struct Bucket {
+    key: BucketKey,
+    counters: Counters,
+    /// The next bucket with the same hash (`u32::MAX`: none).
+    next: u32,
+}
+
+/// A bucket's identity, borrowed.
+struct Identity<'a> {
+    project_number: i64,
+    key_id: &'a str,
+    model: &'a str,
+    method: &'static str,
     minute: i64,
     code: u16,
-) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    (project, key_id, model, method, minute, code).hash(&mut h);
-    h.finish()
+}
+
+impl Identity<'_> {
+    fn hash(&self) -> u64 {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (
+            self.project_number,
+            self.key_id,
+            self.model,
+            self.method,
+            self.minute,
+            self.code,
+        )
+            .hash(&mut h);
+        h.finish()
+    }
+
+    fn is(&self, k: &BucketKey) -> bool {
+        k.project_number == self.project_number
+            && k.minute == self.minute
+            && k.code == self.code
+            && k.method == self.method
+            && k.key_id == self.key_id
+            && k.model == self.model
+    }
+}
+
+impl Pending {
+    /// Adds `add` to the bucket of `id` (made when new, unless the arena is full);
+    /// returns how many buckets are pending.
+    fn add(&mut self, id: &Identity<'_>, add: Counters) -> usize {
+        let h = id.hash();
+        let head = self.index.get(&h).copied().unwrap_or(u32::MAX);
+        let mut at = head;
+        while at != u32::MAX {
+            let b = &mut self.buckets[at as usize];
+            if id.is(&b.key) {
+                b.counters.add(add);
+                return self.buckets.len();
+            }
+            at = b.next;
+        }
+        if self.buckets.len() >= HARD_CAP {
+            tracing::warn!("usage buckets are not being written; a call's usage was dropped");
+            return self.buckets.len();
+        }
+        self.buckets.push(Bucket {
+            key: BucketKey {
+                project_number: id.project_number,
+                key_id: id.key_id.to_owned(),
+                model: id.model.to_owned(),
+                method: id.method,
+                minute: id.minute,
+                code: id.code,
+            },
+            counters: add,
+            next: head,
+        });
+        self.index.insert(h, (self.buckets.len() - 1) as u32);
+        self.buckets.len()
+    }
+}
+
+impl Counters {
+    fn add(&mut self, o: Counters) {
+        self.requests = self.requests.saturating_add(o.requests);
+        self.prompt_tokens = self.prompt_tokens.saturating_add(o.prompt_tokens);
+        self.candidates_tokens = self.candidates_tokens.saturating_add(o.candidates_tokens);
+        self.latency_ms = self.latency_ms.saturating_add(o.latency_ms);
+    }
 }
 
 impl Meter {
     pub fn record(&self, call: Call<'_>) {
-        let minute = (call.at_ms / 60_000) as i64;
-        let h = identity_hash(
-            call.project_number,
-            call.key_id,
-            call.model,
-            call.method,
-            minute,
-            call.code,
-        );
+        let id = Identity {
+            project_number: call.project_number,
+            key_id: call.key_id,
+            model: call.model,
+            method: call.method,
+            minute: (call.at_ms / 60_000) as i64,
+            code: call.code,
+        };
         let add = Counters {
             requests: 1,
             prompt_tokens: call.prompt_tokens.min(i64::MAX as u64) as i64,
             candidates_tokens: call.candidates_tokens.min(i64::MAX as u64) as i64,
             latency_ms: call.latency.as_millis().min(i64::MAX as u128) as i64,
         };
-        let mut pending = self.pending.lock();
-        let list = pending.entry(h).or_default();
-        let found = list.iter_mut().find(|(k, _)| {
-            k.project_number == call.project_number
-                && k.minute == minute
-                && k.code == call.code
-                && k.method == call.method
-                && k.key_id == call.key_id
-                && k.model == call.model
-        });
-        let counters = match found {
-            Some((_, c)) => c,
-            None => {
-                list.push((
-                    BucketKey {
-                        project_number: call.project_number,
-                        key_id: call.key_id.to_owned(),
-                        model: call.model.to_owned(),
-                        method: call.method,
-                        minute,
-                        code: call.code,
-                    },
-                    Counters::default(),
-                ));
-                &mut list.last_mut().expect("just pushed").1
-            }
-        };
-        counters.requests += add.requests;
-        counters.prompt_tokens = counters.prompt_tokens.saturating_add(add.prompt_tokens);
-        counters.candidates_tokens = counters
-            .candidates_tokens
-            .saturating_add(add.candidates_tokens);
-        counters.latency_ms = counters.latency_ms.saturating_add(add.latency_ms);
+        let pending = self.pending.lock().add(&id, add);
+        if pending == FLUSH_AT {
+            self.flush_now.notify_one();
+        }
     }
 
     /// Takes every pending bucket (they are gone from memory: give them back with
@@ -138,9 +198,9 @@ impl Meter {
     pub fn take(&self) -> Vec<UsageRow> {
         let pending = std::mem::take(&mut *self.pending.lock());
         pending
-            .into_values()
-            .flatten()
-            .map(|(k, c)| to_row(&k, &c))
+            .buckets
+            .iter()
+            .map(|b| to_row(&b.key, &b.counters))
             .collect()
     }
 
@@ -149,10 +209,10 @@ impl Meter {
     pub fn pending_of(&self, project_number: i64) -> Vec<UsageRow> {
         self.pending
             .lock()
-            .values()
-            .flatten()
-            .filter(|(k, _)| k.project_number == project_number)
-            .map(|(k, c)| to_row(k, c))
+            .buckets
+            .iter()
+            .filter(|b| b.key.project_number == project_number)
+            .map(|b| to_row(&b.key, &b.counters))
             .collect()
     }
 
@@ -160,40 +220,21 @@ impl Meter {
     pub fn restore(&self, rows: Vec<UsageRow>) {
         let mut pending = self.pending.lock();
         for r in rows {
-            let method = static_method(&r.method);
-            let code = u16::try_from(r.code).unwrap_or(500);
-            let h = identity_hash(
-                r.project_number,
-                &r.key_id,
-                &r.model,
-                method,
-                r.minute,
-                code,
-            );
-            let list = pending.entry(h).or_default();
+            let id = Identity {
+                project_number: r.project_number,
+                key_id: &r.key_id,
+                model: &r.model,
+                method: static_method(&r.method),
+                minute: r.minute,
+                code: u16::try_from(r.code).unwrap_or(500),
+            };
             let add = Counters {
                 requests: r.requests,
                 prompt_tokens: r.prompt_tokens,
                 candidates_tokens: r.candidates_tokens,
                 latency_ms: r.latency_ms,
             };
-            let key = BucketKey {
-                project_number: r.project_number,
-                key_id: r.key_id,
-                model: r.model,
-                method,
-                minute: r.minute,
-                code,
-            };
-            match list.iter_mut().find(|(k, _)| *k == key) {
-                Some((_, c)) => {
-                    c.requests += add.requests;
-                    c.prompt_tokens += add.prompt_tokens;
-                    c.candidates_tokens += add.candidates_tokens;
-                    c.latency_ms += add.latency_ms;
-                }
-                None => list.push((key, add)),
-            }
+            pending.add(&id, add);
         }
     }
 }
@@ -238,6 +279,7 @@ pub fn spawn_flusher(
         loop {
             let last = tokio::select! {
                 _ = tick.tick() => false,
+                () = state.meter.flush_now.notified() => false,
                 _ = stop.changed() => true,
             };
             flush(&state).await;
@@ -471,6 +513,81 @@ fn memfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn call(key: &str, minute: u64, code: u16) -> Call<'_> {
+        Call {
+            project_number: 7,
+            key_id: key,
+            model: "m",
+            method: "generateContent",
+            code,
+            prompt_tokens: 3,
+            candidates_tokens: 5,
+            latency: Duration::from_millis(2),
+            at_ms: minute * 60_000 + 1,
+        }
+    }
+
+    #[test]
+    fn calls_add_up_per_identity_and_restore_merges() {
+        let m = Meter::default();
+        for _ in 0..3 {
+            m.record(call("a", 10, 200));
+        }
+        m.record(call("a", 10, 429));
+        m.record(call("b", 10, 200));
+        m.record(call("a", 11, 200));
+        let mut rows = m.take();
+        rows.sort_by(|x, y| (x.minute, &x.key_id, x.code).cmp(&(y.minute, &y.key_id, y.code)));
+        let summary: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.minute,
+                    r.key_id.as_str(),
+                    r.code,
+                    r.requests,
+                    r.prompt_tokens,
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (10, "a", 200, 3, 9),
+                (10, "a", 429, 1, 3),
+                (10, "b", 200, 1, 3),
+                (11, "a", 200, 1, 3)
+            ]
+        );
+        assert!(m.take().is_empty());
+        // A failed write gives the rows back; they merge with newer calls.
+        m.record(call("a", 10, 200));
+        m.restore(rows);
+        let again = m.take();
+        assert_eq!(again.len(), 4);
+        let a = again
+            .iter()
+            .find(|r| r.key_id == "a" && r.minute == 10 && r.code == 200)
+            .unwrap();
+        assert_eq!((a.requests, a.candidates_tokens, a.latency_ms), (4, 20, 8));
+    }
+
+    #[tokio::test]
+    async fn the_flusher_is_woken_when_buckets_pile_up() {
+        let m = Meter::default();
+        let keys: Vec<String> = (0..FLUSH_AT).map(|i| format!("k{i}")).collect();
+        for k in &keys[..FLUSH_AT - 1] {
+            m.record(call(k, 1, 200));
+        }
+        let woken = tokio::time::timeout(Duration::from_millis(50), m.flush_now.notified());
+        assert!(woken.await.is_err(), "woken too early");
+        m.record(call(&keys[FLUSH_AT - 1], 1, 200));
+        tokio::time::timeout(Duration::from_secs(1), m.flush_now.notified())
+            .await
+            .expect("woken at FLUSH_AT");
+        assert_eq!(m.take().len(), FLUSH_AT);
+    }
 
     fn scan(chunks: &[&str]) -> (Option<u64>, Option<u64>) {
         let mut s = UsageScan::default();

@@ -94,6 +94,8 @@ pub async fn connect(
                 history: Vec::new(),
                 setup: Map::new(),
                 model: None,
+                project_number: 0,
+                key_id: String::new(),
             };
             let outcome = match caller {
                 Ok(caller) => session.run(caller, stream).await,
@@ -133,6 +135,9 @@ struct Session {
     /// The setup (after an ephemeral token's constraints), camelCase keys.
     setup: Map<String, Value>,
     model: Option<RoutedModel>,
+    /// The consumer project and key (empty for an ephemeral token), once set up.
+    project_number: i64,
+    key_id: String,
 }
 
 /// Why a session ended early: the close frame to send.
@@ -263,6 +268,12 @@ impl Session {
         }
         self.setup = setup;
         self.model = Some(m);
+        self.project_number = caller.project_number;
+        self.key_id = caller
+            .key
+            .as_ref()
+            .map(|k| k.key_id.clone())
+            .unwrap_or_default();
         // The setup must make a valid request on its own (modalities, tools, config).
         self.request(&[json!({"role": "user", "parts": [{"text": "."}]})])?;
         let deadline = match &caller.ephemeral {
@@ -368,6 +379,7 @@ impl Session {
     async fn generate(&mut self) -> Result<(EventStream, Turn), ApiError> {
         let chat = self.request(&self.history)?;
         let Some(RoutedModel {
+            id,
             route: Route::Local(backend),
             ..
         }) = &self.model
@@ -376,11 +388,31 @@ impl Session {
                 "a live session without a local model",
             ));
         };
+        // A turn over quota ends the session (close 1011 with Google's quota message).
+        let mut ticket = crate::meter::Ticket::new(
+            &self.state,
+            self.project_number,
+            &self.key_id,
+            id,
+            "bidiGenerateContent",
+        );
+        // Interrupted by the client unless it completes: 499 CANCELLED.
+        ticket.code = 499;
+        if let Err(e) = super::admit(&self.state, &mut ticket) {
+            ticket.code = e.http_status().as_u16();
+            return Err(e);
+        }
         let events = backend
             .stream(chat)
             .await
             .map_err(generate::backend_error)?;
-        Ok((events, Turn::default()))
+        Ok((
+            events,
+            Turn {
+                text: String::new(),
+                ticket: Some(ticket),
+            },
+        ))
     }
 
     /// One backend event: relayed as `serverContent`; at the end, the model's whole turn.
@@ -414,7 +446,12 @@ impl Session {
                 completion_tokens,
                 ..
             } => {
-                let turn = generation.take().map(|(_, t)| t).unwrap_or_default();
+                let mut turn = generation.take().map(|(_, t)| t).unwrap_or_default();
+                if let Some(t) = turn.ticket.as_mut() {
+                    t.code = 200;
+                    t.prompt_tokens = u64::from(prompt_tokens);
+                    t.candidates_tokens = u64::from(completion_tokens);
+                }
                 self.send(json!({"serverContent": {"generationComplete": true}}))
                     .await?;
                 self.send(json!({
@@ -473,10 +510,12 @@ struct Turns {
     complete: bool,
 }
 
-/// The model's turn being generated.
+/// The model's turn being generated, metered as one `bidiGenerateContent` call (each turn
+/// counts against the generation quota, as a generateContent call does).
 #[derive(Default)]
 struct Turn {
     text: String,
+    ticket: Option<crate::meter::Ticket>,
 }
 
 async fn next_event(
