@@ -318,8 +318,9 @@ pub trait UsageStore: Send + Sync {
         to_minute: i64,
     ) -> Result<Vec<UsageRow>>;
     /// What seeds the quota day counters at start: the counters of every row with
-    /// `minute >= from_minute` whose method consumed request quota (`generateContent`,
-    /// `streamGenerateContent`) and whose code is not 429, summed per (project, model).
+    /// `minute >= from_minute` whose method consumes request quota (`generateContent`,
+    /// `streamGenerateContent`, `bidiGenerateContent`: a Live turn) and whose code is a
+    /// success (2xx: refused and failed calls are given back), summed per (project, model).
     /// Each result has `key_id` and `method` empty, `minute = from_minute` and `code` 0;
     /// ordered by project number then model.
     async fn usage_totals_since(&self, from_minute: i64) -> Result<Vec<UsageRow>>;

@@ -145,9 +145,11 @@ pub async fn usage_totals<S: Store>(s: &S) {
     let stream =
         |p, key: &str, model: &str, minute| row(p, key, model, "streamGenerateContent", minute);
     s.add_usage(&[
-        // P1 / flash: counted, 2 + 1 + 1 + 4 requests.
+        // P1 / flash: counted, 2 + 1 requests.
         with_counters(generate(P1, "k1", "flash", M0), 2, 100, 200, 30),
         stream(P1, "k2", "flash", M0 + 5),
+        // Not counted: failed or refused (given back), before the day, refused for quota,
+        // not a generating method.
         with_code(generate(P1, "", "flash", M0 + 700), 500),
         with_counters(
             with_code(generate(P1, "k1", "flash", M0 + 1), 400),
@@ -156,7 +158,6 @@ pub async fn usage_totals<S: Store>(s: &S) {
             0,
             4,
         ),
-        // Not counted: before the day, refused for quota, not a generating method.
         with_counters(generate(P1, "k1", "flash", M0 - 1), 1000, 1000, 1000, 1000),
         with_counters(with_code(generate(P1, "k1", "flash", M0), 429), 50, 0, 0, 5),
         with_counters(with_code(stream(P1, "k1", "flash", M0), 429), 60, 0, 0, 6),
@@ -165,6 +166,8 @@ pub async fn usage_totals<S: Store>(s: &S) {
         // P1 / pro and P2 / flash: their own totals.
         generate(P1, "k1", "pro", M0 + 3),
         with_counters(stream(P2, "k3", "flash", M0 + 2), 7, 1, 2, 3),
+        // A Live turn counts too.
+        row(P2, "k3", "flash", "bidiGenerateContent", M0 + 2),
         // Only uncounted rows: no total at all.
         with_code(generate(P2, "k3", "pro", M0 + 2), 429),
         row(P2, "k3", "lite", "countTokens", M0 + 2),
@@ -187,20 +190,20 @@ pub async fn usage_totals<S: Store>(s: &S) {
     assert_eq!(
         s.usage_totals_since(M0).await.unwrap(),
         vec![
-            total(P1, "flash", 8, 120, 240, 634),
+            total(P1, "flash", 3, 110, 220, 330),
             total(P1, "pro", 1, 10, 20, 300),
-            total(P2, "flash", 7, 1, 2, 3),
+            total(P2, "flash", 8, 11, 22, 303),
         ]
     );
     // Later: the minute-M0 rows drop out and the minute is the one asked for.
     let later = s.usage_totals_since(M0 + 3).await.unwrap();
     assert_eq!(later.len(), 2);
-    assert_eq!((later[0].model.as_str(), later[0].requests), ("flash", 2));
+    assert_eq!((later[0].model.as_str(), later[0].requests), ("flash", 1));
     assert_eq!((later[1].model.as_str(), later[1].requests), ("pro", 1));
     assert!(later
         .iter()
         .all(|t| t.minute == M0 + 3 && t.project_number == P1));
-    assert!(s.usage_totals_since(M0 + 701).await.unwrap().is_empty());
+    assert!(s.usage_totals_since(M0 + 6).await.unwrap().is_empty());
 }
 
 /// Purge removes rows strictly before the minute, of every project, and counts them.

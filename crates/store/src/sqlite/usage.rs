@@ -92,7 +92,7 @@ impl UsageStore for SqliteStore {
 
     async fn usage_totals_since(&self, from_minute: i64) -> Result<Vec<UsageRow>> {
         // Only the calls that consumed request quota: the generating methods, not
-        // refused for quota. The casts keep the sums 64-bit integers on PostgreSQL too
+        // not answered with success. The casts keep the sums 64-bit integers on PostgreSQL too
         // (its `sum(bigint)` is `numeric`); on SQLite they change nothing. Grouping by
         // model first (the same groups) keeps SQLite from walking the whole primary key
         // for its project order: it reads the day through `usage_buckets_minute` and
@@ -101,8 +101,8 @@ impl UsageStore for SqliteStore {
             "select project_number, model, cast(sum(requests) as bigint), \
              cast(sum(prompt_tokens) as bigint), cast(sum(candidates_tokens) as bigint), \
              cast(sum(latency_ms) as bigint) from usage_buckets \
-             where minute >= $1 and code <> 429 \
-             and method in ('generateContent', 'streamGenerateContent') \
+             where minute >= $1 and code >= 200 and code < 300 \
+             and method in ('generateContent', 'streamGenerateContent', 'bidiGenerateContent') \
              group by model, project_number order by project_number, model",
         )
         .bind(from_minute)
