@@ -25,113 +25,46 @@ fn usage_from_row(row: &SqliteRow) -> Result<UsageRow> {
     })
 }
 
-/// Rows per upsert statement (10 parameters each, far below SQLite's 32,766).
-const ROWS_PER_STATEMENT: usize = 100;
-
-/// `insert … values (…), (…) on conflict … do update` adding the counters, for `n` rows.
-fn upsert_sql(n: usize) -> String {
-    let mut sql = String::from(
-        "insert into usage_buckets (project_number, key_id, model, method, minute, code, \
-         requests, prompt_tokens, candidates_tokens, latency_ms) values ",
-    );
-    for i in 0..n {
-        let b = i * 10;
-        if i > 0 {
-            sql.push_str(", ");
-        }
-        sql.push('(');
-        for j in 1..=10 {
-            if j > 1 {
-                sql.push_str(", ");
-            }
-            sql.push_str(&format!("${}", b + j));
-        }
-        sql.push(')');
-    }
-    sql.push_str(
-        " on conflict (project_number, minute, model, method, key_id, code) do update \
-         set requests = usage_buckets.requests + excluded.requests, \
-         prompt_tokens = usage_buckets.prompt_tokens + excluded.prompt_tokens, \
-         candidates_tokens = usage_buckets.candidates_tokens + excluded.candidates_tokens, \
-         latency_ms = usage_buckets.latency_ms + excluded.latency_ms",
-    );
-    sql
-}
-
-/// The rows with equal identities summed, in first-seen order; a sum past `i64` is an
-/// error (as it is when it meets the stored value), and nothing is written.
-fn merge_identities(rows: &[UsageRow]) -> Result<Vec<UsageRow>> {
-    use std::collections::HashMap;
-    let mut at: HashMap<(i64, &str, &str, &str, i64, i32), usize> =
-        HashMap::with_capacity(rows.len());
-    let mut out: Vec<UsageRow> = Vec::with_capacity(rows.len());
-    for r in rows {
-        let id = (
-            r.project_number,
-            r.key_id.as_str(),
-            r.model.as_str(),
-            r.method.as_str(),
-            r.minute,
-            r.code,
-        );
-        match at.get(&id) {
-            Some(&i) => {
-                let o = &mut out[i];
-                let sum = |a: i64, b: i64| {
-                    a.checked_add(b).ok_or_else(|| {
-                        crate::StoreError::Internal("add_usage: a usage counter overflows".into())
-                    })
-                };
-                o.requests = sum(o.requests, r.requests)?;
-                o.prompt_tokens = sum(o.prompt_tokens, r.prompt_tokens)?;
-                o.candidates_tokens = sum(o.candidates_tokens, r.candidates_tokens)?;
-                o.latency_ms = sum(o.latency_ms, r.latency_ms)?;
-            }
-            None => {
-                at.insert(id, out.len());
-                out.push(r.clone());
-            }
-        }
-    }
-    Ok(out)
-}
-
 #[async_trait]
 impl UsageStore for SqliteStore {
     async fn add_usage(&self, rows: &[UsageRow]) -> Result<()> {
         if rows.is_empty() {
             return Ok(());
         }
-        // One identity once per statement (PostgreSQL refuses an upsert that meets the same
-        // row twice), so the batch is merged first; then multi-row upserts of
-        // `ROWS_PER_STATEMENT`: one round trip to the database thread per chunk, not per row
-        // (a flush of 20,000 buckets was 40,000 thread wake-ups).
-        let merged = merge_identities(rows)?;
         let mut tx = self
             .write
             .begin()
             .await
             .map_err(|e| internal("add_usage", e))?;
-        for chunk in merged.chunks(ROWS_PER_STATEMENT) {
-            let sql = upsert_sql(chunk.len());
-            let mut q = sqlx::query(&sql);
-            for r in chunk {
-                q = q
-                    .bind(r.project_number)
-                    .bind(&r.key_id)
-                    .bind(&r.model)
-                    .bind(&r.method)
-                    .bind(r.minute)
-                    .bind(r.code)
-                    .bind(r.requests)
-                    .bind(r.prompt_tokens)
-                    .bind(r.candidates_tokens)
-                    .bind(r.latency_ms);
-            }
+        // One statement per row, not one multi-row insert: PostgreSQL refuses an upsert
+        // that meets the same row twice, and a batch may hold one identity twice. The
+        // statement is prepared once and cached by the connection.
+        for r in rows {
             // On error the transaction is dropped, which rolls it back.
-            q.execute(&mut *tx)
-                .await
-                .map_err(|e| internal("add_usage", e))?;
+            sqlx::query(
+                "insert into usage_buckets (project_number, key_id, model, method, minute, \
+                 code, requests, prompt_tokens, candidates_tokens, latency_ms) \
+                 values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+                 on conflict (project_number, minute, model, method, key_id, code) do update \
+                 set requests = usage_buckets.requests + excluded.requests, \
+                 prompt_tokens = usage_buckets.prompt_tokens + excluded.prompt_tokens, \
+                 candidates_tokens = usage_buckets.candidates_tokens \
+                 + excluded.candidates_tokens, \
+                 latency_ms = usage_buckets.latency_ms + excluded.latency_ms",
+            )
+            .bind(r.project_number)
+            .bind(&r.key_id)
+            .bind(&r.model)
+            .bind(&r.method)
+            .bind(r.minute)
+            .bind(r.code)
+            .bind(r.requests)
+            .bind(r.prompt_tokens)
+            .bind(r.candidates_tokens)
+            .bind(r.latency_ms)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| internal("add_usage", e))?;
         }
         tx.commit().await.map_err(|e| internal("add_usage", e))
     }
