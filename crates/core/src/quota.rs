@@ -273,7 +273,12 @@ pub struct UsageRow {
 /// `Please retry in 41.065029449s.`'s figure, as RetryInfo's `retryDelay` wants it (`"41s"`,
 /// whole seconds, at least one).
 pub fn retry_delay(retry_after_ms: u64) -> String {
-    format!("{}s", retry_after_ms.div_ceil(1000).max(1))
+    format!("{}s", retry_after_secs(retry_after_ms))
+}
+
+/// Whole seconds to wait (rounded up, at least one), as RetryInfo and the message say.
+pub fn retry_after_secs(retry_after_ms: u64) -> u64 {
+    retry_after_ms.div_ceil(1000).max(1)
 }
 
 #[cfg(test)]

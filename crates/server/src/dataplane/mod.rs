@@ -181,7 +181,8 @@ pub fn quota_error(model: &str, denied: &keyplane_auth::quota::QuotaDenied) -> A
         quota_value: Some(e.limit.to_string()),
         ..Default::default()
     };
-    let retry = std::time::Duration::from_secs(e.retry_after_ms.div_ceil(1000).max(1));
+    let retry =
+        std::time::Duration::from_secs(keyplane_core::quota::retry_after_secs(e.retry_after_ms));
     ApiError::resource_exhausted_quota(violation, retry)
 }
 
