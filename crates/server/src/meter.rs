@@ -10,7 +10,6 @@
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use futures::StreamExt;
 use keyplane_core::quota::UsageRow;
 use keyplane_wire::ApiError;
 use parking_lot::Mutex;
@@ -396,26 +395,75 @@ pub fn metered(result: Result<Response, ApiError>, ticket: Option<Ticket>) -> Re
         return resp;
     }
     let (parts, body) = resp.into_parts();
-    let mut scan = UsageScan::default();
-    let mut ticket = Some(ticket);
-    let stream = body.into_data_stream().map(move |item| {
-        if let Ok(bytes) = &item {
-            scan.feed(bytes);
-            if let Some(t) = ticket.as_mut() {
-                if let Some(p) = scan.prompt {
-                    t.prompt_tokens = p;
+    let body = MeteredBody {
+        inner: body,
+        scan: UsageScan::default(),
+        ticket: Some(ticket),
+    };
+    Response::from_parts(parts, Body::new(body))
+}
+
+/// A successful answer's body on its way out: passed on frame by frame, unchanged (its
+/// length and end included), with the token counts read out of it; the ticket records the
+/// call once the last frame has gone (or the body is dropped half-sent).
+struct MeteredBody {
+    inner: Body,
+    scan: UsageScan,
+    ticket: Option<Ticket>,
+}
+
+impl MeteredBody {
+    fn record_counts(&mut self) {
+        if let Some(t) = self.ticket.as_mut() {
+            if let Some(p) = self.scan.prompt {
+                t.prompt_tokens = p;
+            }
+            if let Some(c) = self.scan.candidates {
+                t.candidates_tokens = c;
+            }
+        }
+    }
+}
+
+impl http_body::Body for MeteredBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        let this = &mut *self;
+        let frame = std::task::ready!(std::pin::Pin::new(&mut this.inner).poll_frame(cx));
+        match &frame {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    this.scan.feed(data);
+                    this.record_counts();
                 }
-                if let Some(c) = scan.candidates {
-                    t.candidates_tokens = c;
+                if this.inner.is_end_stream() {
+                    this.ticket = None;
                 }
             }
-        } else if let Some(t) = ticket.as_mut() {
-            // The body failed half-way (an upstream that dropped): not a success.
-            t.code = 502;
+            Some(Err(_)) => {
+                // The body failed half-way (an upstream that dropped): not a success.
+                if let Some(t) = this.ticket.as_mut() {
+                    t.code = 502;
+                }
+                this.ticket = None;
+            }
+            None => this.ticket = None,
         }
-        item
-    });
-    Response::from_parts(parts, Body::from_stream(stream))
+        std::task::Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Finds the last `"promptTokenCount": N` and `"candidatesTokenCount": N` in a byte stream
@@ -433,33 +481,41 @@ const CANDIDATES: &[u8] = b"\"candidatesTokenCount\"";
 const CARRY: usize = 64;
 
 impl UsageScan {
-    fn feed(&mut self, chunk: &Bytes) {
-        let hay: &[u8] = if self.carry.is_empty() {
-            chunk
-        } else {
+    fn feed(&mut self, chunk: &[u8]) {
+        let joined = !self.carry.is_empty();
+        if joined {
             self.carry.extend_from_slice(chunk);
-            &self.carry
-        };
-        let (p, c) = (last_count(hay, PROMPT), last_count(hay, CANDIDATES));
-        if p.is_some() {
-            self.prompt = p;
         }
-        if c.is_some() {
-            self.candidates = c;
+        let hay: &[u8] = if joined { &self.carry } else { chunk };
+        if let Some(p) = last_count(hay, &PROMPT_FINDER) {
+            self.prompt = Some(p);
+        }
+        if let Some(c) = last_count(hay, &CANDIDATES_FINDER) {
+            self.candidates = Some(c);
         }
         let keep = hay.len().min(CARRY);
-        let tail = hay[hay.len() - keep..].to_vec();
-        self.carry = tail;
+        if joined {
+            let drop = self.carry.len() - keep;
+            self.carry.drain(..drop);
+        } else {
+            self.carry.extend_from_slice(&chunk[chunk.len() - keep..]);
+        }
     }
 }
 
-/// The number after the last complete occurrence of `"name"` followed by `:`.
-fn last_count(hay: &[u8], name: &[u8]) -> Option<u64> {
-    let mut found = None;
-    let mut from = 0;
-    while let Some(at) = memfind(&hay[from..], name) {
-        let mut i = from + at + name.len();
-        from = i;
+static PROMPT_FINDER: std::sync::LazyLock<memchr::memmem::FinderRev<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::FinderRev::new(PROMPT));
+static CANDIDATES_FINDER: std::sync::LazyLock<memchr::memmem::FinderRev<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::FinderRev::new(CANDIDATES));
+
+/// The number after the last complete occurrence of the finder's `"name"` followed by `:`
+/// (searched from the end, where Gemini puts `usageMetadata`).
+fn last_count(hay: &[u8], name: &memchr::memmem::FinderRev<'_>) -> Option<u64> {
+    let len = name.needle().len();
+    let mut end = hay.len();
+    while let Some(at) = name.rfind(&hay[..end]) {
+        end = at;
+        let mut i = at + len;
         while i < hay.len() && hay[i].is_ascii_whitespace() {
             i += 1;
         }
@@ -474,37 +530,14 @@ fn last_count(hay: &[u8], name: &[u8]) -> Option<u64> {
         while i < hay.len() && hay[i].is_ascii_digit() {
             i += 1;
         }
+        // Digits running to the end of what is here may go on in the next chunk.
         if i > start && i < hay.len() {
             if let Some(n) = std::str::from_utf8(&hay[start..i])
                 .ok()
                 .and_then(|s| s.parse().ok())
             {
-                found = Some(n);
+                return Some(n);
             }
-        }
-    }
-    found
-}
-
-fn memfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    if needle.is_empty() || hay.len() < needle.len() {
-        return None;
-    }
-    let first = needle[0];
-    let mut i = 0;
-    while i + needle.len() <= hay.len() {
-        match hay[i..hay.len() - needle.len() + 1]
-            .iter()
-            .position(|b| *b == first)
-        {
-            Some(p) => {
-                i += p;
-                if &hay[i..i + needle.len()] == needle {
-                    return Some(i);
-                }
-                i += 1;
-            }
-            None => return None,
         }
     }
     None
