@@ -8,6 +8,7 @@
 //! Must not touch: Gemini wire types, auth, quota or the store. The server maps wire
 //! requests to these types and [`BackendError`] to google.rpc.Status.
 
+pub mod batch;
 pub mod local;
 pub mod upstream;
 

@@ -258,7 +258,7 @@ impl UpstreamClient {
                 "the path holds the byte 0x{b:02x}, which a request line cannot carry"
             )));
         }
-        let request = self.request_bytes(&path, content_type, &body);
+        let request = Bytes::from(self.request_bytes(&path, content_type, &body));
         let separate_body = (body.len() > ONE_WRITE).then_some(&body[..]);
         let deadline = tokio::time::Instant::now() + READ_TIMEOUT;
         loop {
@@ -389,11 +389,17 @@ struct ExchangeError {
 /// Writes the request, reads the response head (past any 1xx interim answer).
 async fn exchange(
     conn: &mut Conn,
-    request: &[u8],
+    request: &Bytes,
     separate_body: Option<&[u8]>,
 ) -> Result<Head, ExchangeError> {
     let written = async {
-        conn.io.write_all(request).await?;
+        // Plain TCP goes out with the tick's other upstream writes (batch.rs); whatever the
+        // socket buffer did not take then, and TLS, are written here.
+        let mut sent = 0;
+        if let (Io::Tcp(tcp), Some(batcher)) = (&conn.io, crate::batch::Batcher::get()) {
+            sent = batcher.send(tcp, request.clone()).await?;
+        }
+        conn.io.write_all(&request[sent..]).await?;
         if let Some(body) = separate_body {
             conn.io.write_all(body).await?;
         }

@@ -545,21 +545,67 @@ async fn serve_until_shutdown(
     if let Some(tls) = tls {
         return tls::serve(listener, app, tls, shutdown_signal()).await;
     }
-    // No Nagle delay on accepted connections: a streamed event (SSE) goes out when it is
-    // written, not after the client's delayed ACK (~40 ms per event otherwise).
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY on a connection");
-        }
-    });
+    let listener = BatchedListener(listener);
     // The peer address reaches handlers (server IP restrictions read it).
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await?;
+    axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
     Ok(())
+}
+
+/// The TCP peer of a connection, as handlers find it in `ConnectInfo<Peer>`.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, BatchedListener>>
+    for Peer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, BatchedListener>) -> Peer {
+        Peer(*stream.remote_addr())
+    }
+}
+
+/// Accepts plain-TCP connections whose writes go out with the tick's batch
+/// (`keyplane_backends::batch`): one system call hands a whole batch of responses to the
+/// kernel instead of one each.
+struct BatchedListener(tokio::net::TcpListener);
+
+impl axum::serve::Listener for BatchedListener {
+    type Io = keyplane_backends::batch::BatchedStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.0.accept().await {
+                Ok((tcp, addr)) => {
+                    // No Nagle delay: a streamed event (SSE) goes out when it is written,
+                    // not after the client's delayed ACK (~40 ms per event otherwise).
+                    if let Err(e) = tcp.set_nodelay(true) {
+                        tracing::debug!(error = %e, "cannot set TCP_NODELAY on a connection");
+                    }
+                    return (keyplane_backends::batch::BatchedStream::new(tcp), addr);
+                }
+                // The client gave up before the accept: nothing to serve.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::ConnectionRefused
+                            | std::io::ErrorKind::ConnectionAborted
+                            | std::io::ErrorKind::ConnectionReset
+                    ) => {}
+                // Out of file descriptors and the like: wait for some to be freed, as
+                // axum's own listener does.
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.0.local_addr()
+    }
 }
 
 async fn shutdown_signal() {

@@ -134,7 +134,7 @@ pub async fn serve(
             };
             // The peer address reaches handlers as axum's ConnectInfo, as on plain HTTP.
             let svc = app.map_request(move |mut req: http::Request<_>| {
-                req.extensions_mut().insert(ConnectInfo(peer));
+                req.extensions_mut().insert(ConnectInfo(crate::Peer(peer)));
                 req
             });
             let svc = TowerToHyperService::new(svc);

@@ -11,7 +11,7 @@ use keyplane_auth::snapshot::KeyDenied;
 use keyplane_auth::KeyEntry;
 use keyplane_core::{services, PlainKey};
 use keyplane_wire::ApiError;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::ephemeral::{self, EphemeralUse};
@@ -38,8 +38,8 @@ impl<S: Send + Sync> FromRequestParts<S> for DataRequest {
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let peer = parts
             .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip());
+            .get::<ConnectInfo<crate::Peer>>()
+            .map(|c| c.0 .0.ip());
         Ok(DataRequest {
             headers: parts.headers.clone(),
             params: Params::parse(parts.uri.query()),
