@@ -1,15 +1,17 @@
-//! Upstream request writes made during one scheduler tick, handed to the kernel together.
+//! Socket writes made during one scheduler tick (requests to the upstream, responses to
+//! clients: [`BatchedStream`]), handed to the kernel together.
 //!
 //! Why: when the proxy and the upstream share a busy CPU, every plain `send` wakes the
 //! upstream and the scheduler switches to it at once (the proxy has used more than its share
 //! of the CPU, so the woken task goes first): a pair of context switches per request, and
 //! the upstream answers one request per wake-up. Writes queued while the runtime still has
 //! ready tasks and submitted with one `io_uring_enter` wake the upstream once for the whole
-//! batch, and it answers them together. bench/README.md has the figures.
+//! batch, and it answers them together; responses likewise wake a client once per batch.
+//! bench/README.md has the figures.
 //!
-//! How: the first request of a batch queues its write and yields (`tokio::task::yield_now`,
+//! How: the first write of a batch queues its write and yields (`tokio::task::yield_now`,
 //! which the runtime defers until it has run every ready task and polled the I/O driver);
-//! the requests that run meanwhile queue theirs behind it; then the first one submits them
+//! the tasks that run meanwhile queue theirs behind it; then the first one submits them
 //! all. Every send carries `MSG_DONTWAIT`, so the kernel finishes each one inside the
 //! submitting call (sent, partly sent, or `EAGAIN`) and no send outlives it; a caller that
 //! got less than all of its bytes through writes the rest with an ordinary write. A queued
@@ -19,7 +21,7 @@
 //!
 //! Where io_uring cannot be set up (an old kernel, a seccomp filter, a non-Linux system),
 //! or does not finish a non-blocking send inside the submitting call, [`Batcher::get`] is
-//! `None` and callers write directly. `KEYPLANE_UPSTREAM_BATCH=off` turns batching off.
+//! `None` and callers write directly. `KEYPLANE_BATCH_WRITES=off` turns batching off.
 
 use std::io;
 use std::sync::Arc;
@@ -269,10 +271,10 @@ impl Batcher {
     }
 
     fn start() -> Option<Batcher> {
-        let off = std::env::var("KEYPLANE_UPSTREAM_BATCH")
+        let off = std::env::var("KEYPLANE_BATCH_WRITES")
             .is_ok_and(|v| matches!(v.trim(), "off" | "0" | "false" | "no"));
         if off {
-            tracing::info!("batched upstream writes are off (KEYPLANE_UPSTREAM_BATCH)");
+            tracing::info!("batched socket writes are off (KEYPLANE_BATCH_WRITES)");
             return None;
         }
         #[cfg(target_os = "linux")]
@@ -282,7 +284,7 @@ impl Batcher {
                     inner: parking_lot::Mutex::new(inner),
                 }),
                 Err(e) => {
-                    tracing::info!(error = %e, "upstream writes are not batched (io_uring unavailable)");
+                    tracing::info!(error = %e, "socket writes are not batched (io_uring unavailable)");
                     None
                 }
             }
@@ -642,5 +644,35 @@ mod tests {
         let mut got = [0u8; 10];
         b_peer.read_exact(&mut got).await.unwrap();
         assert_eq!(&got, b"still sent");
+    }
+
+    #[tokio::test]
+    async fn a_batched_stream_keeps_order_and_pushes_back_past_its_buffer() {
+        use tokio::io::AsyncWriteExt;
+        let (client, mut server) = pair().await;
+        let mut stream = BatchedStream::new(client);
+        // Small writes then a flush, then more than the buffer holds (back-pressure: the
+        // write waits for the kernel), then a shutdown that sends what is left.
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            server.read_to_end(&mut got).await.unwrap();
+            got
+        });
+        let mut want = Vec::new();
+        for i in 0..100u32 {
+            let piece = format!("event {i}\n");
+            stream.write_all(piece.as_bytes()).await.unwrap();
+            want.extend_from_slice(piece.as_bytes());
+        }
+        stream.flush().await.unwrap();
+        let big: Vec<u8> = (0..(3 * MAX_BUFFERED + 17))
+            .map(|i| (i % 251) as u8)
+            .collect();
+        stream.write_all(&big).await.unwrap();
+        want.extend_from_slice(&big);
+        stream.shutdown().await.unwrap();
+        let got = reader.await.unwrap();
+        assert_eq!(got.len(), want.len());
+        assert!(got == want, "bytes arrived out of order");
     }
 }
