@@ -12,7 +12,8 @@
 //! How: the first write of a batch queues its write and yields (`tokio::task::yield_now`,
 //! which the runtime defers until it has run every ready task and polled the I/O driver);
 //! the tasks that run meanwhile queue theirs behind it; then the first one submits them
-//! all. Every send carries `MSG_DONTWAIT`, so the kernel finishes each one inside the
+//! all. Each runtime thread has its own ring and queue (a task queues on the thread it runs
+//! on), so a batch's tasks are woken where they run, not across threads. Every send carries `MSG_DONTWAIT`, so the kernel finishes each one inside the
 //! submitting call (sent, partly sent, or `EAGAIN`) and no send outlives it; a caller that
 //! got less than all of its bytes through writes the rest with an ordinary write. A queued
 //! send whose caller is dropped is taken out of the queue first (and if that caller was to
@@ -100,20 +101,17 @@ mod imp {
 
     impl Inner {
         pub(super) fn new() -> std::io::Result<Inner> {
-            let ring = IoUring::new(ENTRIES)?;
-            let mut inner = Inner {
-                ring,
+            Ok(Inner {
+                ring: IoUring::new(ENTRIES)?,
                 queue: Vec::new(),
                 next_id: 0,
-            };
-            inner.probe()?;
-            Ok(inner)
+            })
         }
 
         /// Batching is only safe if a non-blocking send finishes inside the submitting call:
         /// checked once on a socket pair whose buffer is full (it must come back `EAGAIN`
         /// at once) and on one with room (it must come back sent).
-        fn probe(&mut self) -> std::io::Result<()> {
+        pub(super) fn probe(&mut self) -> std::io::Result<()> {
             use std::io::Write;
             use std::os::fd::AsRawFd;
             let (mut full, _peer) = std::os::unix::net::UnixStream::pair()?;
@@ -256,27 +254,63 @@ mod imp {
     }
 }
 
-/// The process's batch of upstream writes (one io_uring, one queue).
+/// One thread's batch of socket writes: an io_uring and the sends queued for it. Each runtime
+/// thread has its own (a task queues its writes on the thread it runs on), so the tasks of
+/// one batch are woken on the thread that runs them, without a cross-thread wake-up.
 pub(crate) struct Batcher {
     #[cfg(target_os = "linux")]
     inner: parking_lot::Mutex<imp::Inner>,
 }
 
-static BATCHER: std::sync::OnceLock<Option<Batcher>> = std::sync::OnceLock::new();
+/// Whether batching is on in this process: not turned off, and io_uring behaves as needed
+/// (checked once, see `imp::Inner::probe`).
+static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
+thread_local! {
+    static LOCAL: std::cell::RefCell<Option<Arc<Batcher>>> = const { std::cell::RefCell::new(None) };
+}
 
 impl Batcher {
-    /// The batcher, or `None` where batching is off or unavailable (callers write directly).
-    pub(crate) fn get() -> Option<&'static Batcher> {
-        BATCHER.get_or_init(Batcher::start).as_ref()
+    /// This thread's batcher, or `None` where batching is off or unavailable (callers write
+    /// directly).
+    pub(crate) fn get() -> Option<Arc<Batcher>> {
+        if !*ENABLED.get_or_init(Batcher::enabled) {
+            return None;
+        }
+        LOCAL.with(|local| {
+            let mut local = local.borrow_mut();
+            if local.is_none() {
+                *local = Batcher::start().map(Arc::new);
+            }
+            local.clone()
+        })
     }
 
-    fn start() -> Option<Batcher> {
+    fn enabled() -> bool {
         let off = std::env::var("KEYPLANE_BATCH_WRITES")
             .is_ok_and(|v| matches!(v.trim(), "off" | "0" | "false" | "no"));
         if off {
             tracing::info!("batched socket writes are off (KEYPLANE_BATCH_WRITES)");
-            return None;
+            return false;
         }
+        #[cfg(target_os = "linux")]
+        {
+            match imp::Inner::new().and_then(|mut inner| inner.probe()) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::info!(error = %e, "socket writes are not batched (io_uring unavailable)");
+                    false
+                }
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            false
+        }
+    }
+
+    /// A new batcher (its own ring); `None` if the ring cannot be set up.
+    fn start() -> Option<Batcher> {
         #[cfg(target_os = "linux")]
         {
             match imp::Inner::new() {
@@ -284,7 +318,7 @@ impl Batcher {
                     inner: parking_lot::Mutex::new(inner),
                 }),
                 Err(e) => {
-                    tracing::info!(error = %e, "socket writes are not batched (io_uring unavailable)");
+                    tracing::warn!(error = %e, "cannot set up an io_uring; this thread writes directly");
                     None
                 }
             }
@@ -297,24 +331,21 @@ impl Batcher {
 
     /// Sends `bytes` on `stream` with the current batch. How many bytes went out (all, some,
     /// or none when the socket buffer was full): the caller writes the rest itself.
-    pub(crate) async fn send(&'static self, stream: &TcpStream, bytes: Bytes) -> io::Result<usize> {
-        let mut ticket = Some(self.enqueue(stream, bytes));
-        let guard = CancelOnDrop {
-            batcher: self,
-            ticket: &mut ticket,
-        };
-        let result = std::future::poll_fn(|cx| match guard.ticket.as_mut() {
-            Some(t) => self.poll_ticket(t, cx),
-            None => Poll::Ready(-libc_eio()),
-        })
-        .await;
-        drop(guard);
+    pub(crate) async fn send(
+        self: Arc<Self>,
+        stream: &TcpStream,
+        bytes: Bytes,
+    ) -> io::Result<usize> {
+        // Dropping the ticket (with this future) takes the send out of the queue; the
+        // borrow of `stream` keeps the socket open until then.
+        let mut ticket = self.enqueue(stream, bytes);
+        let result = std::future::poll_fn(|cx| ticket.poll(cx)).await;
         outcome(result)
     }
 
-    /// Queues a send of `bytes` on `stream`'s socket. The caller must poll the ticket to its
-    /// end or hand it to [`Batcher::cancel`] before the socket can close.
-    pub(crate) fn enqueue(&'static self, stream: &TcpStream, bytes: Bytes) -> Ticket {
+    /// Queues a send of `bytes` on `stream`'s socket. The ticket must be polled to its end
+    /// or dropped before the socket closes.
+    pub(crate) fn enqueue(self: Arc<Self>, stream: &TcpStream, bytes: Bytes) -> Ticket {
         let slot = Arc::new(Slot::default());
         #[cfg(target_os = "linux")]
         {
@@ -324,6 +355,7 @@ impl Batcher {
                 .lock()
                 .push(stream.as_raw_fd(), bytes, slot.clone());
             Ticket {
+                batcher: self,
                 id,
                 slot,
                 submit: first.then(|| Box::pin(tokio::task::yield_now()) as YieldFuture),
@@ -334,44 +366,10 @@ impl Batcher {
             let _ = (stream, bytes);
             slot.finish(-libc_eagain());
             Ticket {
+                batcher: self,
                 id: 0,
                 slot,
                 submit: None,
-            }
-        }
-    }
-
-    /// The kernel's result for the ticket's send (bytes sent or `-errno`) once it has one.
-    /// The ticket that opened the batch submits it, after one deferred yield.
-    pub(crate) fn poll_ticket(
-        &'static self,
-        ticket: &mut Ticket,
-        cx: &mut Context<'_>,
-    ) -> Poll<i32> {
-        if let Some(yielding) = ticket.submit.as_mut() {
-            if yielding.as_mut().poll(cx).is_pending() {
-                return Poll::Pending;
-            }
-            ticket.submit = None;
-            #[cfg(target_os = "linux")]
-            self.inner.lock().submit();
-        }
-        ticket.slot.poll(cx)
-    }
-
-    /// Gives up a ticket whose caller is going away: takes its send out of the queue if it
-    /// is still there, and submits the others if this ticket was to.
-    pub(crate) fn cancel(&'static self, ticket: &Ticket) {
-        if ticket.slot.is_done() {
-            return;
-        }
-        #[cfg(target_os = "linux")]
-        {
-            let mut inner = self.inner.lock();
-            // Gone from the queue means submitted, and a submitted send has finished.
-            inner.cancel(ticket.id);
-            if ticket.submit.is_some() && inner.has_queued() {
-                inner.submit();
             }
         }
     }
@@ -379,12 +377,47 @@ impl Batcher {
 
 type YieldFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + Sync>>;
 
-/// One queued send.
+/// One queued send. Dropping it before it has its result takes the send out of the queue
+/// (and if it was to submit the batch, submits the others).
 pub(crate) struct Ticket {
+    batcher: Arc<Batcher>,
     id: u64,
     slot: Arc<Slot>,
     /// Set on the ticket that opened the batch: the yield after which it submits.
     submit: Option<YieldFuture>,
+}
+
+impl Ticket {
+    /// The kernel's result for the send (bytes sent or `-errno`) once it has one. The ticket
+    /// that opened the batch submits it, after one deferred yield.
+    pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<i32> {
+        if let Some(yielding) = self.submit.as_mut() {
+            if yielding.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            self.submit = None;
+            #[cfg(target_os = "linux")]
+            self.batcher.inner.lock().submit();
+        }
+        self.slot.poll(cx)
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if self.slot.is_done() {
+            return;
+        }
+        #[cfg(target_os = "linux")]
+        {
+            let mut inner = self.batcher.inner.lock();
+            // Gone from the queue means submitted, and a submitted send has finished.
+            inner.cancel(self.id);
+            if self.submit.is_some() && inner.has_queued() {
+                inner.submit();
+            }
+        }
+    }
 }
 
 fn outcome(result: i32) -> io::Result<usize> {
@@ -399,30 +432,9 @@ fn outcome(result: i32) -> io::Result<usize> {
 fn libc_eagain() -> i32 {
     libc::EAGAIN
 }
-#[cfg(target_os = "linux")]
-fn libc_eio() -> i32 {
-    libc::EIO
-}
 #[cfg(not(target_os = "linux"))]
 fn libc_eagain() -> i32 {
     11
-}
-#[cfg(not(target_os = "linux"))]
-fn libc_eio() -> i32 {
-    5
-}
-
-struct CancelOnDrop<'a> {
-    batcher: &'static Batcher,
-    ticket: &'a mut Option<Ticket>,
-}
-
-impl Drop for CancelOnDrop<'_> {
-    fn drop(&mut self) {
-        if let Some(t) = self.ticket.as_ref() {
-            self.batcher.cancel(t);
-        }
-    }
 }
 
 /// A server connection whose writes go out with the tick's batch: what the server writes
@@ -430,13 +442,14 @@ impl Drop for CancelOnDrop<'_> {
 /// flush together with every other connection's, so one system call wakes the clients of a
 /// whole batch. Reads are the socket's own. Where batching is off it is the bare socket.
 pub struct BatchedStream {
+    /// Queued in a batch: the ticket and the bytes (what the kernel did not take is
+    /// written directly). Declared first, so it is dropped (taken out of its queue) before
+    /// the socket closes.
+    queued: Option<(Ticket, Bytes)>,
     tcp: TcpStream,
-    batcher: Option<&'static Batcher>,
+    batching: bool,
     /// Taken by `poll_write`, not yet queued.
     out: bytes::BytesMut,
-    /// Queued in a batch: the ticket and the bytes (what the kernel did not take is
-    /// written directly).
-    queued: Option<(Ticket, Bytes)>,
     /// Left over from a batched send, written directly before anything else.
     rest: Bytes,
 }
@@ -447,10 +460,10 @@ const MAX_BUFFERED: usize = 256 * 1024;
 impl BatchedStream {
     pub fn new(tcp: TcpStream) -> BatchedStream {
         BatchedStream {
-            tcp,
-            batcher: Batcher::get(),
-            out: bytes::BytesMut::new(),
             queued: None,
+            tcp,
+            batching: Batcher::get().is_some(),
+            out: bytes::BytesMut::new(),
             rest: Bytes::new(),
         }
     }
@@ -465,8 +478,7 @@ impl BatchedStream {
         use bytes::Buf;
         loop {
             if let Some((ticket, bytes)) = self.queued.as_mut() {
-                let batcher = self.batcher.expect("queued only with a batcher");
-                let result = std::task::ready!(batcher.poll_ticket(ticket, cx));
+                let result = std::task::ready!(ticket.poll(cx));
                 let bytes = std::mem::take(bytes);
                 self.queued = None;
                 let sent = outcome(result)?;
@@ -484,17 +496,13 @@ impl BatchedStream {
             if self.out.is_empty() {
                 return Poll::Ready(Ok(()));
             }
+            let Some(batcher) = Batcher::get() else {
+                // This thread could not set up a ring: what is buffered goes out directly.
+                self.rest = self.out.split().freeze();
+                continue;
+            };
             let bytes = self.out.split().freeze();
-            let batcher = self.batcher.expect("buffered only with a batcher");
             self.queued = Some((batcher.enqueue(&self.tcp, bytes.clone()), bytes));
-        }
-    }
-}
-
-impl Drop for BatchedStream {
-    fn drop(&mut self) {
-        if let (Some(batcher), Some((ticket, _))) = (self.batcher, self.queued.as_ref()) {
-            batcher.cancel(ticket);
         }
     }
 }
@@ -516,7 +524,7 @@ impl tokio::io::AsyncWrite for BatchedStream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if this.batcher.is_none() {
+        if !this.batching {
             return std::pin::Pin::new(&mut this.tcp).poll_write(cx, buf);
         }
         if this.out.len() + this.rest.len() >= MAX_BUFFERED {
@@ -528,7 +536,7 @@ impl tokio::io::AsyncWrite for BatchedStream {
 
     fn poll_flush(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.batcher.is_some() {
+        if this.batching {
             std::task::ready!(this.poll_drain(cx))?;
         }
         std::pin::Pin::new(&mut this.tcp).poll_flush(cx)
@@ -536,7 +544,7 @@ impl tokio::io::AsyncWrite for BatchedStream {
 
     fn poll_shutdown(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.batcher.is_some() {
+        if this.batching {
             std::task::ready!(this.poll_drain(cx))?;
         }
         std::pin::Pin::new(&mut this.tcp).poll_shutdown(cx)
@@ -558,9 +566,12 @@ mod tests {
 
     /// A batcher of the test's own: the process-wide one is shared with the tests running
     /// alongside, whose submissions would change what these tests see.
-    fn own() -> &'static Batcher {
-        let batcher = Batcher::start().expect("io_uring batching is available on this machine");
-        Box::leak(Box::new(batcher))
+    fn own() -> Arc<Batcher> {
+        assert!(
+            Batcher::get().is_some(),
+            "io_uring batching is available on this machine"
+        );
+        Arc::new(Batcher::start().expect("a ring"))
     }
 
     #[tokio::test]
@@ -572,6 +583,7 @@ mod tests {
         }
         let sends = conns.iter().enumerate().map(|(i, (client, _))| {
             let msg = Bytes::from(format!("request {i:03}"));
+            let batcher = batcher.clone();
             async move { batcher.send(client, msg).await }
         });
         let sent = futures::future::join_all(sends).await;
@@ -588,7 +600,7 @@ mod tests {
         let batcher = own();
         let (client, mut server) = pair().await;
         let big = Bytes::from(vec![7u8; 64 << 20]);
-        let n = batcher.send(&client, big.clone()).await.unwrap();
+        let n = batcher.clone().send(&client, big.clone()).await.unwrap();
         assert!(n < big.len(), "64 MiB cannot fit a socket buffer");
         // The rest goes out with an ordinary write, as the upstream client does.
         let rest = big.slice(n..);
@@ -615,8 +627,8 @@ mod tests {
         let (a, mut a_peer) = pair().await;
         let (b, mut b_peer) = pair().await;
         // The first send submits the batch after a yield; the second is dropped before that.
-        let first = batcher.send(&a, Bytes::from_static(b"kept"));
-        let mut second = Box::pin(batcher.send(&b, Bytes::from_static(b"dropped")));
+        let first = batcher.clone().send(&a, Bytes::from_static(b"kept"));
+        let mut second = Box::pin(batcher.clone().send(&b, Bytes::from_static(b"dropped")));
         assert!(futures::poll!(second.as_mut()).is_pending());
         drop(second);
         drop(b);
@@ -634,9 +646,9 @@ mod tests {
         let batcher = own();
         let (a, _a_peer) = pair().await;
         let (b, mut b_peer) = pair().await;
-        let mut first = Box::pin(batcher.send(&a, Bytes::from_static(b"gone")));
+        let mut first = Box::pin(batcher.clone().send(&a, Bytes::from_static(b"gone")));
         assert!(futures::poll!(first.as_mut()).is_pending());
-        let second = batcher.send(&b, Bytes::from_static(b"still sent"));
+        let second = batcher.clone().send(&b, Bytes::from_static(b"still sent"));
         let mut second = Box::pin(second);
         assert!(futures::poll!(second.as_mut()).is_pending());
         drop(first);
