@@ -160,14 +160,10 @@ mod imp {
             (id, first)
         }
 
-        /// Takes a send out of the queue (its caller is gone); false if it was not there.
-        pub(super) fn cancel(&mut self, id: u64) -> bool {
-            match self.queue.iter().position(|q| q.id == id) {
-                Some(at) => {
-                    self.queue.swap_remove(at);
-                    true
-                }
-                None => false,
+        /// Takes a send out of the queue (its caller is gone), if it is still there.
+        pub(super) fn cancel(&mut self, id: u64) {
+            if let Some(at) = self.queue.iter().position(|q| q.id == id) {
+                self.queue.swap_remove(at);
             }
         }
 
@@ -178,7 +174,7 @@ mod imp {
         /// Submits every queued send; each slot gets its result before this returns.
         pub(super) fn submit(&mut self) {
             if let Err(e) = self.submit_inline() {
-                tracing::warn!(error = %e, "batched upstream writes could not be submitted");
+                tracing::warn!(error = %e, "batched socket writes could not be submitted");
             }
         }
 
@@ -274,7 +270,7 @@ impl Batcher {
     /// This thread's batcher, or `None` where batching is off or unavailable (callers write
     /// directly).
     pub(crate) fn get() -> Option<Arc<Batcher>> {
-        if !*ENABLED.get_or_init(Batcher::enabled) {
+        if !Batcher::on() {
             return None;
         }
         LOCAL.with(|local| {
@@ -284,6 +280,11 @@ impl Batcher {
             }
             local.clone()
         })
+    }
+
+    /// Whether this process batches its writes (without setting up this thread's ring).
+    fn on() -> bool {
+        *ENABLED.get_or_init(Batcher::enabled)
     }
 
     fn enabled() -> bool {
@@ -447,7 +448,6 @@ pub struct BatchedStream {
     /// the socket closes.
     queued: Option<(Ticket, Bytes)>,
     tcp: TcpStream,
-    batching: bool,
     /// Taken by `poll_write`, not yet queued.
     out: bytes::BytesMut,
     /// Left over from a batched send, written directly before anything else.
@@ -462,14 +462,9 @@ impl BatchedStream {
         BatchedStream {
             queued: None,
             tcp,
-            batching: Batcher::get().is_some(),
             out: bytes::BytesMut::new(),
             rest: Bytes::new(),
         }
-    }
-
-    pub fn get_ref(&self) -> &TcpStream {
-        &self.tcp
     }
 
     /// Drives what was written to the kernel: the queued batch send, then its leftover,
@@ -524,7 +519,7 @@ impl tokio::io::AsyncWrite for BatchedStream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if !this.batching {
+        if !Batcher::on() {
             return std::pin::Pin::new(&mut this.tcp).poll_write(cx, buf);
         }
         if this.out.len() + this.rest.len() >= MAX_BUFFERED {
@@ -536,7 +531,7 @@ impl tokio::io::AsyncWrite for BatchedStream {
 
     fn poll_flush(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.batching {
+        if Batcher::on() {
             std::task::ready!(this.poll_drain(cx))?;
         }
         std::pin::Pin::new(&mut this.tcp).poll_flush(cx)
@@ -544,7 +539,7 @@ impl tokio::io::AsyncWrite for BatchedStream {
 
     fn poll_shutdown(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.batching {
+        if Batcher::on() {
             std::task::ready!(this.poll_drain(cx))?;
         }
         std::pin::Pin::new(&mut this.tcp).poll_shutdown(cx)

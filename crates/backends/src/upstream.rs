@@ -396,8 +396,10 @@ async fn exchange(
         // Plain TCP goes out with the tick's other upstream writes (batch.rs); whatever the
         // socket buffer did not take then, and TLS, are written here.
         let mut sent = 0;
-        if let (Io::Tcp(tcp), Some(batcher)) = (&conn.io, crate::batch::Batcher::get()) {
-            sent = batcher.send(tcp, request.clone()).await?;
+        if let Io::Tcp(tcp) = &conn.io {
+            if let Some(batcher) = crate::batch::Batcher::get() {
+                sent = batcher.send(tcp, request.clone()).await?;
+            }
         }
         conn.io.write_all(&request[sent..]).await?;
         if let Some(body) = separate_body {

@@ -575,36 +575,44 @@ impl axum::serve::Listener for BatchedListener {
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            match self.0.accept().await {
-                Ok((tcp, addr)) => {
-                    // No Nagle delay: a streamed event (SSE) goes out when it is written,
-                    // not after the client's delayed ACK (~40 ms per event otherwise).
-                    if let Err(e) = tcp.set_nodelay(true) {
-                        tracing::debug!(error = %e, "cannot set TCP_NODELAY on a connection");
-                    }
-                    return (keyplane_backends::batch::BatchedStream::new(tcp), addr);
-                }
-                // The client gave up before the accept: nothing to serve.
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::ConnectionRefused
-                            | std::io::ErrorKind::ConnectionAborted
-                            | std::io::ErrorKind::ConnectionReset
-                    ) => {}
-                // Out of file descriptors and the like: wait for some to be freed, as
-                // axum's own listener does.
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot accept a connection");
-                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                }
-            }
-        }
+        let (tcp, addr) = accept_tcp(&self.0).await;
+        (keyplane_backends::batch::BatchedStream::new(tcp), addr)
     }
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
         self.0.local_addr()
+    }
+}
+
+/// The next connection on `listener`, plain or (tls.rs) before its handshake. No Nagle
+/// delay: a streamed event (SSE) goes out when it is written, not after the client's delayed
+/// ACK (~40 ms per event otherwise).
+pub(crate) async fn accept_tcp(
+    listener: &tokio::net::TcpListener,
+) -> (tokio::net::TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok((tcp, addr)) => {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "cannot set TCP_NODELAY on a connection");
+                }
+                return (tcp, addr);
+            }
+            // The client gave up before the accept: nothing to serve.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionRefused
+                        | std::io::ErrorKind::ConnectionAborted
+                        | std::io::ErrorKind::ConnectionReset
+                ) => {}
+            // Out of file descriptors and the like: wait for some to be freed, as axum's
+            // own listener does.
+            Err(e) => {
+                tracing::error!(error = %e, "cannot accept a connection");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }
     }
 }
 
