@@ -11,6 +11,7 @@ pub mod authz;
 pub mod bootstrap;
 pub mod controlplane;
 pub mod dataplane;
+mod front;
 pub mod identity;
 pub mod meter;
 pub mod oauth;
@@ -291,6 +292,13 @@ where
     }
 }
 
+/// A request body over [`MAX_BODY_BYTES`], as Google words it.
+fn payload_too_large() -> ApiError {
+    ApiError::invalid_argument(format!(
+        "Request payload size exceeds the limit: {MAX_BODY_BYTES} bytes."
+    ))
+}
+
 /// A handler that panics answers a google.rpc.Status 500, never a dropped connection.
 fn panicked() -> axum::response::Response {
     ApiError::internal_from("a request handler panicked").into_response()
@@ -319,9 +327,7 @@ async fn google_errors(resp: axum::response::Response) -> axum::response::Respon
         .unwrap_or_default();
     let text = String::from_utf8_lossy(&body).trim().to_owned();
     let err = match status {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::invalid_argument(format!(
-            "Request payload size exceeds the limit: {MAX_BODY_BYTES} bytes."
-        )),
+        StatusCode::PAYLOAD_TOO_LARGE => payload_too_large(),
         StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED => {
             ApiError::not_found("The requested URL was not found on this server.")
         }
@@ -529,7 +535,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         writeln!(out, "keyplane listening on {base_url}")?;
         out.flush()?;
     }
-    let served = serve_until_shutdown(listener, app, tls).await;
+    let served = serve_until_shutdown(listener, app, state.clone(), tls).await;
     let _ = stop_meter.send(true);
     if let Err(e) = flusher.await {
         tracing::warn!(error = %e, "the usage flusher stopped abnormally");
@@ -540,49 +546,16 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 async fn serve_until_shutdown(
     listener: tokio::net::TcpListener,
     app: Router,
+    state: AppState,
     tls: Option<Arc<rustls::ServerConfig>>,
 ) -> anyhow::Result<()> {
-    if let Some(tls) = tls {
-        return tls::serve(listener, app, tls, shutdown_signal()).await;
-    }
-    let listener = BatchedListener(listener);
-    // The peer address reaches handlers (server IP restrictions read it).
-    axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
-    Ok(())
+    let straight = front::straight_calls();
+    front::serve(listener, app, state, tls, straight, shutdown_signal()).await
 }
 
 /// The TCP peer of a connection, as handlers find it in `ConnectInfo<Peer>`.
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub SocketAddr);
-
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, BatchedListener>>
-    for Peer
-{
-    fn connect_info(stream: axum::serve::IncomingStream<'_, BatchedListener>) -> Peer {
-        Peer(*stream.remote_addr())
-    }
-}
-
-/// Accepts plain-TCP connections whose writes go out with the tick's batch
-/// (`keyplane_backends::batch`): one system call hands a whole batch of responses to the
-/// kernel instead of one each.
-struct BatchedListener(tokio::net::TcpListener);
-
-impl axum::serve::Listener for BatchedListener {
-    type Io = keyplane_backends::batch::BatchedStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let (tcp, addr) = accept_tcp(&self.0).await;
-        (keyplane_backends::batch::BatchedStream::new(tcp), addr)
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.0.local_addr()
-    }
-}
 
 /// The next connection on `listener`, plain or (tls.rs) before its handshake. No Nagle
 /// delay: a streamed event (SSE) goes out when it is written, not after the client's delayed

@@ -2,32 +2,14 @@
 //! with the certificate chain and private key from PEM files, HTTP/1.1 with upgrades on top
 //! (the Live API's WebSocket needs them: google-genai's Live client always dials `wss://`).
 //!
-//! Owns the accept loop when TLS is on: each connection gets TCP_NODELAY, a bounded TLS
-//! handshake, the peer address as `ConnectInfo` (server IP restrictions read it), and is
-//! drained gracefully on shutdown. A failed handshake (plain HTTP sent to the TLS port,
-//! an untrusted client) ends that connection only.
+//! The accept loop (`crate::front`) gives each TLS connection a bounded handshake; a failed
+//! one (plain HTTP sent to the TLS port, an untrusted client) ends that connection only.
 
 use anyhow::Context;
-use axum::extract::ConnectInfo;
-use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
-use tower::ServiceExt;
-
-/// A client has this long to finish its TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// On shutdown, open connections get this long to finish their requests.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The PEM files `--tls-cert` and `--tls-key` name.
 #[derive(Debug, Clone)]
@@ -88,60 +70,6 @@ fn read_key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
             path.display()
         )
     })
-}
-
-/// Serves `app` over TLS on `listener` until `shutdown` resolves, then lets open
-/// connections finish (at most [`DRAIN_TIMEOUT`]).
-pub async fn serve(
-    listener: TcpListener,
-    app: Router,
-    config: Arc<rustls::ServerConfig>,
-    shutdown: impl Future<Output = ()>,
-) -> anyhow::Result<()> {
-    let acceptor = TlsAcceptor::from(config);
-    let graceful = GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = crate::accept_tcp(&listener) => accepted,
-            () = &mut shutdown => break,
-        };
-        let acceptor = acceptor.clone();
-        let app = app.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            };
-            // The peer address reaches handlers as axum's ConnectInfo, as on plain HTTP.
-            let svc = app.map_request(move |mut req: http::Request<_>| {
-                req.extensions_mut().insert(ConnectInfo(crate::Peer(peer)));
-                req
-            });
-            let svc = TowerToHyperService::new(svc);
-            let builder = auto::Builder::new(TokioExecutor::new());
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
-            if let Err(e) = watcher.watch(conn.into_owned()).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::info!("open connections did not finish in time; closing them");
-    }
-    Ok(())
 }
 
 #[cfg(test)]

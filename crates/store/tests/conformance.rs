@@ -156,17 +156,21 @@ async fn schema(path: &Path) -> Vec<(String, String, Option<String>)> {
 
 #[tokio::test]
 async fn migrations_run_once() {
-    let shipped =
-        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite"))
-            .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .path()
-                    .extension()
-                    .is_some_and(|x| x == "sql")
-            })
-            .count();
+    // Read where the test runs (cargo sets CARGO_MANIFEST_DIR for it), not where it was
+    // compiled: a build cached from another checkout keeps that checkout's path.
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).to_owned());
+    let shipped = std::fs::read_dir(manifest_dir.join("migrations/sqlite"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "sql")
+        })
+        .count();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("keyplane.db");
 

@@ -40,17 +40,22 @@ impl<S: Send + Sync> FromRequestParts<S> for DataRequest {
             .extensions
             .get::<ConnectInfo<crate::Peer>>()
             .map(|c| c.0 .0.ip());
-        Ok(DataRequest {
-            headers: parts.headers.clone(),
-            params: Params::parse(parts.uri.query()),
-            peer,
-            version: api_version(parts.uri.path()),
-            path: parts.uri.path().to_owned(),
-        })
+        Ok(DataRequest::new(parts.headers.clone(), &parts.uri, peer))
     }
 }
 
 impl DataRequest {
+    /// What authorization reads, from a request's headers (taken over), URI and peer.
+    pub(crate) fn new(headers: HeaderMap, uri: &axum::http::Uri, peer: Option<IpAddr>) -> Self {
+        DataRequest {
+            headers,
+            params: Params::parse(uri.query()),
+            peer,
+            version: api_version(uri.path()),
+            path: uri.path().to_owned(),
+        }
+    }
+
     pub(super) fn header(&self, name: &str) -> Option<String> {
         self.headers
             .get(name)

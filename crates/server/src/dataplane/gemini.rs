@@ -125,8 +125,20 @@ pub async fn post_model(
         Ok(rest) => rest,
         Err(e) => return e.into_response(),
     };
+    post_model_decoded(&state, &req, &rest, uri.query(), body).await
+}
+
+/// `POST /{v}/models/{rest}` once the path's `rest` is decoded and the body read: from the
+/// router ([`post_model`]) and from the connection's own service (`crate::front`).
+pub(crate) async fn post_model_decoded(
+    state: &AppState,
+    req: &DataRequest,
+    rest: &str,
+    query: Option<&str>,
+    body: Bytes,
+) -> Response {
     let mut ticket = None;
-    let result = post_model_inner(&state, &req, &rest, uri.query(), body, &mut ticket).await;
+    let result = post_model_inner(state, req, rest, query, body, &mut ticket).await;
     metered(result, ticket)
 }
 

@@ -24,6 +24,7 @@ mod live;
 mod vertex;
 
 pub use access::{DataCaller, DataRequest};
+pub(crate) use gemini::post_model_decoded as post_gemini_call;
 pub use generate::backend_error;
 
 use axum::extract::rejection::PathRejection;
@@ -38,7 +39,7 @@ use crate::app::AppState;
 use crate::meter::Ticket;
 
 /// Path versions served; Google's SDKs use all of them depending on their release.
-const VERSIONS: &[&str] = &["v1", "v1beta", "v1alpha", "v1beta1"];
+pub(crate) const VERSIONS: &[&str] = &["v1", "v1beta", "v1alpha", "v1beta1"];
 
 pub fn router() -> Router<AppState> {
     // Ephemeral tokens are minted on v1alpha only (v1beta answers 404, as Google's).
