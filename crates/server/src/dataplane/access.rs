@@ -117,7 +117,20 @@ impl Target {
             "predict" | "predictLongRunning" => "PredictionService",
             _ => "GenerativeService",
         };
-        Self::gemini(version, interface, &super::upper_camel(verb))
+        // `Self::gemini(version, interface, &upper_camel(verb))` in one allocation.
+        let mut chars = verb.chars();
+        let method = match chars.next() {
+            Some(c) => format!(
+                "google.ai.generativelanguage.{version}.{interface}.{}{}",
+                c.to_ascii_uppercase(),
+                chars.as_str()
+            ),
+            None => format!("google.ai.generativelanguage.{version}.{interface}."),
+        };
+        Target {
+            service: services::GENERATIVE_LANGUAGE,
+            method,
+        }
     }
 
     /// A Vertex AI method: `google.cloud.aiplatform.{v}.PredictionService.{Method}`.

@@ -131,11 +131,17 @@ fn api_version(uri_path: &str) -> &'static str {
 
 /// `models/{id}` or `{id}`, with an optional `:method` (`%3A` accepted for the colon).
 fn split_model(rest: &str) -> (String, Option<String>) {
-    let rest = rest.replace("%3A", ":").replace("%3a", ":");
-    let rest = rest.strip_prefix("models/").unwrap_or(&rest).to_owned();
+    let decoded;
+    let rest = if rest.contains("%3") {
+        decoded = rest.replace("%3A", ":").replace("%3a", ":");
+        decoded.as_str()
+    } else {
+        rest
+    };
+    let rest = rest.strip_prefix("models/").unwrap_or(rest);
     match rest.split_once(':') {
         Some((id, method)) => (id.to_owned(), Some(method.to_owned())),
-        None => (rest, None),
+        None => (rest.to_owned(), None),
     }
 }
 
@@ -193,5 +199,56 @@ fn upper_camel(verb: &str) -> String {
     match chars.next() {
         Some(c) => c.to_ascii_uppercase().to_string() + chars.as_str(),
         None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::access::Target;
+    use super::*;
+
+    #[test]
+    fn a_model_path_splits_into_id_and_verb() {
+        let s = |id: &str, verb: Option<&str>| (id.to_owned(), verb.map(str::to_owned));
+        assert_eq!(
+            split_model("gemini-2.5-flash:generateContent"),
+            s("gemini-2.5-flash", Some("generateContent"))
+        );
+        assert_eq!(
+            split_model("models/gemini:countTokens"),
+            s("gemini", Some("countTokens"))
+        );
+        assert_eq!(
+            split_model("gemini%3AgenerateContent"),
+            s("gemini", Some("generateContent"))
+        );
+        assert_eq!(
+            split_model("gemini%3agenerateContent"),
+            s("gemini", Some("generateContent"))
+        );
+        assert_eq!(split_model("gemini%2Fx:a:b"), s("gemini%2Fx", Some("a:b")));
+        assert_eq!(split_model("gemini"), s("gemini", None));
+        assert_eq!(split_model("gemini:"), s("gemini", Some("")));
+    }
+
+    #[test]
+    fn a_verb_names_its_rpc() {
+        for (verb, rpc) in [
+            ("generateContent", "GenerativeService.GenerateContent"),
+            (
+                "streamGenerateContent",
+                "GenerativeService.StreamGenerateContent",
+            ),
+            ("predict", "PredictionService.Predict"),
+            ("", "GenerativeService."),
+        ] {
+            let t = Target::gemini_verb("v1beta", verb);
+            assert_eq!(
+                t.method,
+                format!("google.ai.generativelanguage.v1beta.{rpc}")
+            );
+            assert_eq!(t.service, keyplane_core::services::GENERATIVE_LANGUAGE);
+        }
+        assert_eq!(upper_camel("countTokens"), "CountTokens");
     }
 }
