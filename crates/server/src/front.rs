@@ -250,7 +250,7 @@ mod tests {
         Backend, BackendError, ChatRequest, Completion, EventStream, FinishReason, ModelInfo,
         StreamEvent,
     };
-    use keyplane_core::{now, services, ApiKey, PlainKey, Project, ProjectState, ServiceState};
+    use keyplane_core::services;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// Stands in for the model: answers with the prompt's last message, counted in words.
@@ -324,61 +324,43 @@ mod tests {
             "[quota.free]\nrpm = 1000000\ntpm = 1000000000\nrpd = 1000000000\n",
         )
         .unwrap();
-        let base = "http://127.0.0.1:1";
-        let state = crate::build_state(&config, base, Arc::new(Echo))
+        let state = crate::build_state(&config, "http://127.0.0.1:1", Arc::new(Echo))
             .await
             .unwrap();
-        let t = now();
-        let project = Project {
-            number: keyplane_core::new_project_number(),
-            project_id: "front-test".into(),
-            display_name: "Front test".into(),
-            parent: format!("organizations/{}", state.organization),
-            state: ProjectState::Active,
-            labels: Default::default(),
-            tier: "free".into(),
-            studio_visible: true,
-            created_by: "test".into(),
-            create_time: t,
-            update_time: t,
-            delete_time: None,
-            etag: keyplane_core::new_hex_id(8),
+        // Made as the control plane makes them, by the owner account.
+        let owner = crate::identity::Caller {
+            principal: format!(
+                "serviceAccount:{}",
+                keyplane_core::service_account_email(
+                    crate::bootstrap::OWNER_ACCOUNT_ID,
+                    crate::bootstrap::ADMIN_PROJECT_ID
+                )
+            ),
         };
-        state.store.create_project(&project).await.unwrap();
-        state
-            .store
-            .set_service(&ServiceState {
-                project_number: project.number,
-                service: services::GENERATIVE_LANGUAGE.into(),
-                enabled: true,
-                update_time: t,
-            })
-            .await
-            .unwrap();
-        let plain = PlainKey::generate();
-        let uid = uuid::Uuid::new_v4().to_string();
-        let key = ApiKey {
-            project_number: project.number,
-            key_id: uid.clone(),
-            uid,
-            display_name: "front test key".into(),
-            lookup_hash: state.secret.lookup_hash(&plain).to_vec(),
-            ciphertext: state.secret.encrypt(&plain),
-            last4: plain.last4(),
-            restrictions: Default::default(),
-            annotations: Default::default(),
-            service_account_email: None,
-            create_time: t,
-            update_time: t,
-            delete_time: None,
-            etag: crate::controlplane::new_etag(),
-        };
-        state.store.create_keys(&[key]).await.unwrap();
-        // Read back as a restarted server reads it.
-        let state = crate::build_state(&config, base, Arc::new(Echo))
-            .await
-            .unwrap();
-        (state, plain.expose().to_owned())
+        let cp = crate::controlplane::projects::create(
+            &state,
+            &owner,
+            "front-test",
+            "",
+            Default::default(),
+        )
+        .await
+        .unwrap();
+        crate::controlplane::serviceusage::set_state(
+            &state,
+            &cp,
+            services::GENERATIVE_LANGUAGE,
+            true,
+        )
+        .await
+        .unwrap();
+        let op =
+            crate::controlplane::apikeys::create_key(&state, &owner, "front-test", None, b"{}")
+                .await
+                .unwrap();
+        let key = op.response.as_ref().and_then(|r| r["keyString"].as_str());
+        let key = key.expect("the key string").to_owned();
+        (state, key)
     }
 
     /// One request on its own connection: the status line and headers (without `date`, which
