@@ -20,7 +20,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use bytes::Bytes;
 use futures::future::{BoxFuture, Either};
-use futures::FutureExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -29,7 +28,6 @@ use keyplane_wire::ApiError;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -104,13 +102,12 @@ where
 }
 
 /// The service one connection's requests go to.
-#[derive(Clone)]
-pub(crate) struct Front {
-    pub(crate) app: Router,
-    pub(crate) state: AppState,
-    pub(crate) peer: SocketAddr,
+struct Front {
+    app: Router,
+    state: AppState,
+    peer: SocketAddr,
     /// Gemini API calls go straight to their handler ([`straight_calls`]).
-    pub(crate) straight: bool,
+    straight: bool,
 }
 
 /// Whether Gemini API calls skip the router: yes unless `KEYPLANE_STRAIGHT_CALLS=off`
@@ -132,18 +129,12 @@ impl hyper::service::Service<Request<Incoming>> for Front {
 
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
         if let Some(rest) = gemini_call(req.method(), req.uri().path()).filter(|_| self.straight) {
-            let rest = rest.to_owned();
+            // Where `rest` starts in the path, which the request carries along.
+            let at = req.uri().path().len() - rest.len();
             let state = self.state.clone();
             let peer = self.peer;
             return Either::Left(Box::pin(async move {
-                let resp = match AssertUnwindSafe(gemini_call_response(&state, peer, req, &rest))
-                    .catch_unwind()
-                    .await
-                {
-                    Ok(resp) => resp,
-                    Err(_) => crate::panicked(),
-                };
-                let mut resp = crate::google_errors(resp).await;
+                let mut resp = crate::settle(gemini_call_response(&state, peer, req, at)).await;
                 permissive_cors(&mut resp);
                 set_content_length(&mut resp);
                 Ok(resp)
@@ -176,20 +167,17 @@ async fn gemini_call_response(
     state: &AppState,
     peer: SocketAddr,
     req: Request<Incoming>,
-    rest: &str,
+    rest_at: usize,
 ) -> Response {
     let (parts, body) = req.into_parts();
+    let rest = &parts.uri.path()[rest_at..];
     let body = match read_body(body).await {
         Ok(body) => body,
         Err(e) => return e.into_response(),
     };
     let data = dataplane::DataRequest::new(parts.headers, &parts.uri, Some(peer.ip()));
     let Ok(rest) = urlencoding::decode(rest) else {
-        return ApiError::not_found(format!(
-            "The requested URL {} was not found on this server.",
-            parts.uri.path()
-        ))
-        .into_response();
+        return dataplane::url_not_found(parts.uri.path()).into_response();
     };
     dataplane::post_gemini_call(state, &data, &rest, parts.uri.query(), body).await
 }

@@ -276,20 +276,29 @@ where
         let called = std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(req)));
         Box::pin(async move {
             let resp = match called {
-                Ok(fut) => match AssertUnwindSafe(fut).catch_unwind().await {
-                    Ok(Ok(resp)) => resp,
-                    Ok(Err(never)) => match never {},
-                    Err(_) => panicked(),
-                },
-                Err(_) => panicked(),
+                Ok(fut) => settle(fut.map(|r| r.unwrap_or_else(|never| match never {}))).await,
+                Err(_) => google_errors(panicked()).await,
             };
-            let resp = google_errors(resp).await;
             if let Some((pending, state)) = audit {
                 pending.finish(&state, resp.status().as_u16()).await;
             }
             Ok(resp)
         })
     }
+}
+
+/// A handler's answer as clients get it: a panic as a google.rpc.Status 500, framework
+/// errors rewritten by [`google_errors`]. For the router ([`Guard`]) and for the calls that
+/// skip it (front.rs).
+async fn settle(
+    handler: impl std::future::Future<Output = axum::response::Response>,
+) -> axum::response::Response {
+    use futures::FutureExt;
+    let resp = match std::panic::AssertUnwindSafe(handler).catch_unwind().await {
+        Ok(resp) => resp,
+        Err(_) => panicked(),
+    };
+    google_errors(resp).await
 }
 
 /// A request body over [`MAX_BODY_BYTES`], as Google words it.

@@ -104,7 +104,7 @@ pub struct Target {
 
 impl Target {
     /// A Gemini API method: `google.ai.generativelanguage.{v}.{Service}.{Method}`.
-    pub fn gemini(version: &str, interface: &str, method: &str) -> Target {
+    pub fn gemini(version: &str, interface: &str, method: impl std::fmt::Display) -> Target {
         Target {
             service: services::GENERATIVE_LANGUAGE,
             method: format!("google.ai.generativelanguage.{version}.{interface}.{method}"),
@@ -117,20 +117,7 @@ impl Target {
             "predict" | "predictLongRunning" => "PredictionService",
             _ => "GenerativeService",
         };
-        // `Self::gemini(version, interface, &upper_camel(verb))` in one allocation.
-        let mut chars = verb.chars();
-        let method = match chars.next() {
-            Some(c) => format!(
-                "google.ai.generativelanguage.{version}.{interface}.{}{}",
-                c.to_ascii_uppercase(),
-                chars.as_str()
-            ),
-            None => format!("google.ai.generativelanguage.{version}.{interface}."),
-        };
-        Target {
-            service: services::GENERATIVE_LANGUAGE,
-            method,
-        }
+        Self::gemini(version, interface, super::UpperCamel(verb))
     }
 
     /// A Vertex AI method: `google.cloud.aiplatform.{v}.PredictionService.{Method}`.
@@ -139,7 +126,7 @@ impl Target {
             service: services::AIPLATFORM,
             method: format!(
                 "google.cloud.aiplatform.{version}.PredictionService.{}",
-                super::upper_camel(verb)
+                super::UpperCamel(verb)
             ),
         }
     }

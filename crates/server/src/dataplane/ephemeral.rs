@@ -181,20 +181,23 @@ fn meta(method: &str) -> BTreeMap<String, String> {
 
 /// The ephemeral token this request presents, if any (`auth_tokens/…`).
 pub fn presented(req: &DataRequest) -> Option<String> {
-    // Most requests carry an API key: a look at the raw bytes settles it without copying
-    // any of them (a value that reads as a token once decoded and trimmed holds PREFIX's
-    // bytes as they are).
+    // Most requests carry an API key: a value is copied only when its raw bytes hold
+    // PREFIX (a value that reads as a token once decoded and trimmed holds them as they are).
     let holds = |v: &[u8]| memchr::memmem::find(v, PREFIX.as_bytes()).is_some();
-    let maybe = ["authorization", "x-goog-api-key"]
-        .iter()
-        .any(|name| req.headers.get(*name).is_some_and(|v| holds(v.as_bytes())))
-        || ["access_token", "key"]
-            .iter()
-            .any(|name| req.params.get(name).is_some_and(|v| holds(v.as_bytes())));
-    if !maybe {
-        return None;
-    }
-    let auth = req.header("authorization").and_then(|v| {
+    let header = |name: &str| {
+        req.headers
+            .get(name)
+            .is_some_and(|v| holds(v.as_bytes()))
+            .then(|| req.header(name))
+            .flatten()
+    };
+    let param = |name: &str| {
+        req.params
+            .get(name)
+            .filter(|v| holds(v.as_bytes()))
+            .map(str::to_owned)
+    };
+    let auth = header("authorization").and_then(|v| {
         v.split_once(' ').and_then(|(scheme, t)| {
             (scheme.eq_ignore_ascii_case("token") || scheme.eq_ignore_ascii_case("bearer"))
                 .then(|| t.trim().to_owned())
@@ -202,9 +205,9 @@ pub fn presented(req: &DataRequest) -> Option<String> {
     });
     [
         auth,
-        req.header("x-goog-api-key"),
-        req.params.get("access_token").map(str::to_owned),
-        req.params.get("key").map(str::to_owned),
+        header("x-goog-api-key"),
+        param("access_token"),
+        param("key"),
     ]
     .into_iter()
     .flatten()

@@ -90,11 +90,14 @@ async fn no_such_method(method: Method, uri: Uri) -> ApiError {
 /// A path segment that does not decode (invalid percent-encoding or UTF-8) is a URL this
 /// server does not have: a google.rpc.Status 404, not axum's plain-text rejection.
 fn path_or_404<T>(path: Result<Path<T>, PathRejection>, uri_path: &str) -> Result<T, ApiError> {
-    path.map(|Path(p)| p).map_err(|_| {
-        ApiError::not_found(format!(
-            "The requested URL {uri_path} was not found on this server."
-        ))
-    })
+    path.map(|Path(p)| p).map_err(|_| url_not_found(uri_path))
+}
+
+/// Google's 404 for a URL this server does not have.
+pub(crate) fn url_not_found(uri_path: &str) -> ApiError {
+    ApiError::not_found(format!(
+        "The requested URL {uri_path} was not found on this server."
+    ))
 }
 
 /// Query parameters the data plane reads (the rest, e.g. `$alt`, `prettyPrint`, is ignored).
@@ -193,12 +196,17 @@ pub fn quota_error(model: &str, denied: &keyplane_auth::quota::QuotaDenied) -> A
     ApiError::resource_exhausted_quota(violation, retry)
 }
 
-/// `generateContent` -> `GenerateContent`.
-fn upper_camel(verb: &str) -> String {
-    let mut chars = verb.chars();
-    match chars.next() {
-        Some(c) => c.to_ascii_uppercase().to_string() + chars.as_str(),
-        None => String::new(),
+/// `generateContent` -> `GenerateContent`, written where it is formatted (no string of its
+/// own).
+struct UpperCamel<'a>(&'a str);
+
+impl std::fmt::Display for UpperCamel<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut chars = self.0.chars();
+        match chars.next() {
+            Some(c) => write!(f, "{}{}", c.to_ascii_uppercase(), chars.as_str()),
+            None => Ok(()),
+        }
     }
 }
 
@@ -249,6 +257,6 @@ mod tests {
             );
             assert_eq!(t.service, keyplane_core::services::GENERATIVE_LANGUAGE);
         }
-        assert_eq!(upper_camel("countTokens"), "CountTokens");
+        assert_eq!(UpperCamel("countTokens").to_string(), "CountTokens");
     }
 }
