@@ -15,7 +15,7 @@
 //! CORS values built per request. bench/README.md has the figures.
 
 use axum::extract::ConnectInfo;
-use axum::http::{header, HeaderValue, Method, Request};
+use axum::http::{header, HeaderValue, Method, Request, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use bytes::Bytes;
@@ -24,6 +24,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use keyplane_core::services;
 use keyplane_wire::ApiError;
 use std::convert::Infallible;
 use std::future::Future;
@@ -131,12 +132,23 @@ impl hyper::service::Service<Request<Incoming>> for Front {
         if let Some(rest) = gemini_call(req.method(), req.uri().path()).filter(|_| self.straight) {
             // Where `rest` starts in the path, which the request carries along.
             let at = req.uri().path().len() - rest.len();
+            let (parts, body) = req.into_parts();
+            let data = dataplane::DataRequest::new(parts.headers, &parts.uri, Some(self.peer.ip()));
+            if refused_key(&self.state, &data, &parts.uri.path()[at..]) {
+                return Either::Left(Box::pin(async move {
+                    let mut resp = match read_body(body).await {
+                        Ok(_) => ApiError::api_key_invalid_response(services::GENERATIVE_LANGUAGE),
+                        Err(e) => e.into_response(),
+                    };
+                    finish(&mut resp);
+                    Ok(resp)
+                }));
+            }
             let state = self.state.clone();
-            let peer = self.peer;
             return Either::Left(Box::pin(async move {
-                let mut resp = crate::settle(gemini_call_response(&state, peer, req, at)).await;
-                permissive_cors(&mut resp);
-                set_content_length(&mut resp);
+                let call = gemini_call_response(&state, data, &parts.uri, body, at);
+                let mut resp = crate::settle(call).await;
+                finish(&mut resp);
                 Ok(resp)
             }));
         }
@@ -145,6 +157,26 @@ impl hyper::service::Service<Request<Incoming>> for Front {
         let mut app = self.app.clone();
         Either::Right(tower::Service::call(&mut app, req))
     }
+}
+
+/// Whether a Gemini API call is answered API_KEY_INVALID whatever else it holds: its key
+/// is malformed or unknown, and nothing the router's route checks first would answer
+/// otherwise (the path decodes; the body's limit is checked as the body is read). Answered
+/// then without building the handler's future, from memory. A panic here is left to the
+/// handler's way, where it is caught.
+fn refused_key(state: &AppState, data: &dataplane::DataRequest, rest: &str) -> bool {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        urlencoding::decode(rest).is_ok()
+            && dataplane::refuses_key(state, data, services::GENERATIVE_LANGUAGE)
+    }))
+    .unwrap_or(false)
+}
+
+/// What the router's outer layers put on every answer: the permissive CORS headers, and
+/// content-length where the body's length is known.
+fn finish(resp: &mut Response) {
+    permissive_cors(resp);
+    set_content_length(resp);
 }
 
 /// The still percent-encoded `rest` of `POST /{v}/models/{rest}`, where the router's
@@ -165,21 +197,19 @@ fn gemini_call<'a>(method: &Method, path: &'a str) -> Option<&'a str> {
 /// the body (within the router's limit), the path's `rest` decoded, then the handler.
 async fn gemini_call_response(
     state: &AppState,
-    peer: SocketAddr,
-    req: Request<Incoming>,
+    data: dataplane::DataRequest,
+    uri: &Uri,
+    body: Incoming,
     rest_at: usize,
 ) -> Response {
-    let (parts, body) = req.into_parts();
-    let rest = &parts.uri.path()[rest_at..];
     let body = match read_body(body).await {
         Ok(body) => body,
         Err(e) => return e.into_response(),
     };
-    let data = dataplane::DataRequest::new(parts.headers, &parts.uri, Some(peer.ip()));
-    let Ok(rest) = urlencoding::decode(rest) else {
-        return dataplane::url_not_found(parts.uri.path()).into_response();
+    let Ok(rest) = urlencoding::decode(&uri.path()[rest_at..]) else {
+        return dataplane::url_not_found(uri.path()).into_response();
     };
-    dataplane::post_gemini_call(state, &data, &rest, parts.uri.query(), body).await
+    dataplane::post_gemini_call(state, &data, &rest, uri.query(), body).await
 }
 
 /// The request body, as axum's `Bytes` extractor reads it under the router's
@@ -424,6 +454,7 @@ mod tests {
         let model = crate::settings::LOCAL_MODEL_ID;
         let good = r#"{"contents":[{"role":"user","parts":[{"text":"say the same"}]}]}"#;
         let big = "x".repeat(crate::MAX_BODY_BYTES + 1);
+        let unknown = "AIzaSyNotAKeyThatExistsAnywhere000000000";
         // (path and query, extra headers, body)
         type Case<'a> = (String, Vec<(&'a str, String)>, &'a str);
         let cases: Vec<Case<'_>> = vec![
@@ -527,6 +558,36 @@ mod tests {
                 "/v1beta/models/gemini%2D2.5:generateContent".into(),
                 vec![("x-goog-api-key", key.clone())],
                 good,
+            ),
+            // Invalid keys, answered before the handler on the straight way: what the
+            // router checks first still comes first.
+            (
+                format!("/v1beta/models/{model}:generateContent"),
+                vec![("x-goog-api-key", unknown.into())],
+                &big,
+            ),
+            (
+                "/v1beta/models/%FF%FE:generateContent".into(),
+                vec![("x-goog-api-key", unknown.into())],
+                good,
+            ),
+            (
+                format!("/v1beta/models/{model}:generateContent?key={unknown}"),
+                vec![("origin", "https://app.example".into())],
+                good,
+            ),
+            (
+                format!("/v1beta/models/{model}:generateContent"),
+                vec![
+                    ("x-goog-api-key", unknown.into()),
+                    ("authorization", "Token auth_tokens/not-a-token".into()),
+                ],
+                good,
+            ),
+            (
+                format!("/v1beta/models/{model}"),
+                vec![("x-goog-api-key", "garbage".into())],
+                "",
             ),
         ];
         for (path, headers, body) in &cases {

@@ -774,7 +774,6 @@ impl ApiError {
     /// The body of the errors answered for nearly every rejected request (an invalid API
     /// key on the Gemini or the Vertex API), rendered once: `None` for any other error.
     fn prerendered(&self) -> Option<Bytes> {
-        static RENDERED: [OnceLock<(ApiError, Bytes)>; 2] = [OnceLock::new(), OnceLock::new()];
         if self.code != 400 || self.message != KEY_INVALID_MESSAGE || self.cause.is_some() {
             return None;
         }
@@ -782,18 +781,44 @@ impl ApiError {
             Some(Detail::ErrorInfo { metadata, .. }) => metadata.get("service")?,
             _ => return None,
         };
-        let slot = match service.as_str() {
-            keyplane_core::services::GENERATIVE_LANGUAGE => &RENDERED[0],
-            keyplane_core::services::AIPLATFORM => &RENDERED[1],
-            _ => return None,
-        };
-        let (error, body) = slot.get_or_init(|| {
-            let error = ApiError::api_key_invalid(service);
-            let body = Bytes::from(error.to_body());
-            (error, body)
-        });
+        let (error, body) = key_invalid_rendered(service)?;
         (error == self).then(|| body.clone())
     }
+
+    /// What [`Self::api_key_invalid`]`(service)` answers, without building the error when
+    /// its body is pre-rendered (the Gemini and the Vertex API): invalid keys are the
+    /// rejections a gateway answers most, and from memory.
+    pub fn api_key_invalid_response(service: &str) -> Response {
+        match key_invalid_rendered(service) {
+            Some((_, body)) => json_response(StatusCode::BAD_REQUEST, body.clone()),
+            None => ApiError::api_key_invalid(service).into_response(),
+        }
+    }
+}
+
+/// [`ApiError::api_key_invalid`] for `service` and its body, rendered on first use, for the
+/// services whose keys the data plane checks; `None` for any other.
+fn key_invalid_rendered(service: &str) -> Option<&'static (ApiError, Bytes)> {
+    static RENDERED: [OnceLock<(ApiError, Bytes)>; 2] = [OnceLock::new(), OnceLock::new()];
+    let slot = match service {
+        keyplane_core::services::GENERATIVE_LANGUAGE => &RENDERED[0],
+        keyplane_core::services::AIPLATFORM => &RENDERED[1],
+        _ => return None,
+    };
+    Some(slot.get_or_init(|| {
+        let error = ApiError::api_key_invalid(service);
+        let body = Bytes::from(error.to_body());
+        (error, body)
+    }))
+}
+
+/// A JSON error answer: `status`, `body`, and the JSON content type.
+fn json_response(status: StatusCode, body: Bytes) -> Response {
+    let mut resp = Response::new(axum::body::Body::from(body));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON_UTF8));
+    resp
 }
 
 impl IntoResponse for ApiError {
@@ -806,12 +831,9 @@ impl IntoResponse for ApiError {
             Some(body) => body,
             None => Bytes::from(self.to_body()),
         };
-        let mut resp = Response::new(axum::body::Body::from(body));
-        *resp.status_mut() = status;
-        let headers = resp.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON_UTF8));
+        let mut resp = json_response(status, body);
         if status == StatusCode::UNAUTHORIZED {
-            headers.insert(
+            resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static(BEARER_REALM),
             );
@@ -866,6 +888,11 @@ mod tests {
                 assert_eq!(resp.headers()[header::CONTENT_TYPE], JSON_UTF8);
                 assert_eq!(body_of(resp).await, fresh);
             }
+            let direct = ApiError::api_key_invalid_response(service);
+            assert_eq!(direct.status(), StatusCode::BAD_REQUEST);
+            assert_eq!(direct.headers().len(), 1);
+            assert_eq!(direct.headers()[header::CONTENT_TYPE], JSON_UTF8);
+            assert_eq!(body_of(direct).await, fresh);
             let body = String::from_utf8(fresh).unwrap();
             assert!(
                 body.contains("API_KEY_INVALID") && body.contains(service),
@@ -875,6 +902,8 @@ mod tests {
         // Same message, another service: rendered for it, not taken from the cache.
         let other = ApiError::api_key_invalid("example.googleapis.com");
         assert!(other.prerendered().is_none());
+        let direct = ApiError::api_key_invalid_response("example.googleapis.com");
+        assert_eq!(body_of(direct).await, other.to_body());
         let body = body_of(other.clone().into_response()).await;
         assert_eq!(body, other.to_body());
         // Another detail list with the same message is not the cached error either.

@@ -12,7 +12,7 @@ use keyplane_auth::KeyEntry;
 use keyplane_core::{services, PlainKey};
 use keyplane_wire::ApiError;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use super::ephemeral::{self, EphemeralUse};
 use super::{api_version, Params};
@@ -30,6 +30,29 @@ pub struct DataRequest {
     /// `v1beta`, `v1`, … as the path says.
     pub version: &'static str,
     pub path: String,
+    /// The API key presented, looked at once ([`DataRequest::presented_key`]).
+    key: OnceLock<PresentedKey>,
+}
+
+/// What a request presents as its API key, as the key snapshot is asked about it.
+#[derive(Clone)]
+enum PresentedKey {
+    /// No `x-goog-api-key` and no `?key=`.
+    Nothing,
+    /// Not the shape of a key this server mints: invalid without a lookup.
+    Malformed,
+    /// A well-formed key's lookup hash (the key itself is not kept).
+    Hash([u8; 32]),
+}
+
+impl std::fmt::Debug for PresentedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PresentedKey::Nothing => "Nothing",
+            PresentedKey::Malformed => "Malformed",
+            PresentedKey::Hash(_) => "Hash(..)",
+        })
+    }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for DataRequest {
@@ -53,7 +76,24 @@ impl DataRequest {
             peer,
             version: api_version(uri.path()),
             path: uri.path().to_owned(),
+            key: OnceLock::new(),
         }
+    }
+
+    /// The API key presented, its lookup hash computed on first use: once a request, even
+    /// when [`refuses_key`] asked before [`authorize`].
+    fn presented_key(&self, state: &AppState) -> &PresentedKey {
+        self.key.get_or_init(|| match self.api_key() {
+            None => PresentedKey::Nothing,
+            Some(key) => {
+                let plain = PlainKey::from_caller(&key);
+                if plain.is_well_formed() {
+                    PresentedKey::Hash(state.secret.lookup_hash(&plain))
+                } else {
+                    PresentedKey::Malformed
+                }
+            }
+        })
     }
 
     pub(super) fn header(&self, name: &str) -> Option<String> {
@@ -167,13 +207,13 @@ pub async fn authorize(
             ephemeral: Some(token),
         });
     }
-    if let Some(key) = req.api_key() {
-        let plain = PlainKey::from_caller(&key);
-        if !plain.is_well_formed() {
-            return Err(ApiError::api_key_invalid(service));
-        }
-        let hash = state.secret.lookup_hash(&plain);
-        let permit = match state.snapshot.check_key(&hash, service) {
+    let hash = match req.presented_key(state) {
+        PresentedKey::Nothing => None,
+        PresentedKey::Malformed => return Err(ApiError::api_key_invalid(service)),
+        PresentedKey::Hash(hash) => Some(hash),
+    };
+    if let Some(hash) = hash {
+        let permit = match state.snapshot.check_key(hash, service) {
             Ok(permit) => permit,
             Err(KeyDenied::Invalid) => return Err(ApiError::api_key_invalid(service)),
             Err(KeyDenied::ServiceDisabled { project_number }) => {
@@ -212,6 +252,22 @@ pub async fn authorize(
         });
     }
     Err(ApiError::no_credentials())
+}
+
+/// Whether [`authorize`] would refuse `req` for `service` with API_KEY_INVALID: no
+/// ephemeral token, and an API key that is malformed or unknown. Answered from memory, before
+/// anything else of the request is looked at, so that the rejections a gateway answers most
+/// cost the least (`crate::front`).
+pub(crate) fn refuses_key(state: &AppState, req: &DataRequest, service: &str) -> bool {
+    let refused = match req.presented_key(state) {
+        PresentedKey::Nothing => false,
+        PresentedKey::Malformed => true,
+        PresentedKey::Hash(hash) => matches!(
+            state.snapshot.check_key(hash, service),
+            Err(KeyDenied::Invalid)
+        ),
+    };
+    refused && ephemeral::presented(req).is_none()
 }
 
 /// The project-scoped Vertex path (`/{v}/projects/{p}/locations/{l}/publishers/...`): the
