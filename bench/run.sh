@@ -318,14 +318,19 @@ if [ "${SKIP_GATEWAY:-0}" != 1 ]; then
   MEASURED="$UP_PID $GW_KP_PID"
   load "mixed-keyplane" --url "$kp" --keys "$WORK/gw.keys" --keys-limit "$SPREAD" \
     --invalid-ratio 0.1 "${common[@]}"
+  # All-invalid keys against nginx's static 403, alternating over the rounds like the gateway
+  # paths (one back-to-back pair swung by a few percent with whatever else the machine did).
   before=$(upstream_count)
-  load "invalid-keyplane" --url "$kp" --keys "$WORK/gw.keys" --keys-limit "$SPREAD" \
-    --invalid-ratio 1.0 "${common[@]}"
+  for r in $(seq 1 "$ROUNDS"); do
+    MEASURED="$UP_PID $GW_KP_PID"
+    load "invalid-keyplane-r$r" --url "$kp" --keys "$WORK/gw.keys" --keys-limit "$SPREAD" \
+      --invalid-ratio 1.0 "${common[@]}"
+    MEASURED="$NGINX_PIDS"
+    load "invalid-nginx-403-r$r" --url "http://127.0.0.1:$NGINX_403_PORT$GEN_PATH" \
+      --keys "$WORK/gw.keys" --keys-limit "$SPREAD" "${common[@]}"
+  done
   after=$(upstream_count)
   echo "{\"upstream_requests_during_invalid_run\": $((after - before))}" >"$RAW/invalid-upstream.json"
-  MEASURED="$NGINX_PIDS"
-  load "invalid-nginx-403" --url "http://127.0.0.1:$NGINX_403_PORT$GEN_PATH" \
-    --keys "$WORK/gw.keys" --keys-limit "$SPREAD" "${common[@]}"
 
   log "streaming ($EVENT_DELAY_MS ms between 5 events)"
   stop "$UP_PID"
@@ -453,15 +458,33 @@ if a and b and c:
       f"p50 c − b = **{c['p50'] - b['p50']:+.0f} µs** (target ≤ +100 µs), c − a = {c['p50'] - a['p50']:+.0f} µs. "
       f"Own CPU per request (minus the direct path's): nginx {b['cpu'] - a['cpu']:.1f} µs, Keyplane {c['cpu'] - a['cpu']:.1f} µs.")
     w("")
-m, ik, n4 = runs.get("mixed-keyplane"), runs.get("invalid-keyplane"), runs.get("invalid-nginx-403")
+def merged(prefix):
+    """The rounds of one path as one run: mean rate, latencies and CPU, statuses summed."""
+    rs = [v for k, v in runs.items() if k.startswith(prefix)]
+    if not rs:
+        return None
+    status = {}
+    for r in rs:
+        for code, n in r["status"].items():
+            status[code] = status.get(code, 0) + n
+    cpus = [r["server_cpu_us_per_request"] for r in rs if r.get("server_cpu_us_per_request")]
+    return {
+        "rps": statistics.mean(r["rps"] for r in rs),
+        "latency_us": {q: round(statistics.mean(lat(r, q) for r in rs)) for q in ("p50", "p99")},
+        "server_cpu_us_per_request": round(statistics.mean(cpus), 1) if cpus else "",
+        "status": status,
+    }
+
+m, ik, n4 = runs.get("mixed-keyplane"), merged("invalid-keyplane-r"), merged("invalid-nginx-403-r")
 if m and ik and n4:
     w("### Invalid keys")
     w("")
     w("| run | req/s | p50 µs | p99 µs | server CPU µs/req | statuses |")
     w("| --- | ---: | ---: | ---: | ---: | --- |")
     for name, r in [("Keyplane 90% valid / 10% invalid: all", m), ("  valid ones", m.get("valid")),
-                    ("  invalid ones", m.get("invalid")), ("Keyplane 100% invalid keys", ik),
-                    ("nginx static 403", n4)]:
+                    ("  invalid ones", m.get("invalid")),
+                    (f"Keyplane 100% invalid keys (mean of {rounds} rounds)", ik),
+                    (f"nginx static 403 (mean of {rounds} rounds, alternating)", n4)]:
         if r:
             st = ", ".join(f"{k}: {v}" for k, v in r["status"].items())
             w(f"| {name} | {r['rps']:.0f} | {lat(r, 'p50')} | {lat(r, 'p99')} | {r.get('server_cpu_us_per_request', '')} | {st} |")
