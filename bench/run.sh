@@ -422,17 +422,34 @@ def cpu():
 def lat(r, q):
     return (r.get("latency_us") or {}).get(q)
 
-def agg(prefix):
+def merged(prefix):
+    """The rounds of one path as one run: mean rate, latencies and CPU; statuses and errors summed."""
     rs = [v for k, v in runs.items() if k.startswith(prefix)]
     if not rs:
         return None
+    status = {}
+    for r in rs:
+        for code, n in r["status"].items():
+            status[code] = status.get(code, 0) + n
     return {
         "rps": statistics.mean(r["rps"] for r in rs),
-        "p50": statistics.mean(lat(r, "p50") for r in rs),
-        "p99": statistics.mean(lat(r, "p99") for r in rs),
-        "cpu": statistics.mean(r.get("server_cpu_us_per_request") or 0 for r in rs),
-        "non200": sum(n for r in rs for c, n in r["status"].items() if c != "200"),
+        "latency_us": {q: statistics.mean(lat(r, q) for r in rs) for q in ("p50", "p99")},
+        "server_cpu_us_per_request": statistics.mean(r.get("server_cpu_us_per_request") or 0 for r in rs),
+        "status": status,
         "errors": sum(r["errors"] for r in rs),
+    }
+
+def agg(prefix):
+    r = merged(prefix)
+    if not r:
+        return None
+    return {
+        "rps": r["rps"],
+        "p50": lat(r, "p50"),
+        "p99": lat(r, "p99"),
+        "cpu": r["server_cpu_us_per_request"],
+        "non200": sum(n for c, n in r["status"].items() if c != "200"),
+        "errors": r["errors"],
     }
 
 out = []
@@ -458,23 +475,6 @@ if a and b and c:
       f"p50 c − b = **{c['p50'] - b['p50']:+.0f} µs** (target ≤ +100 µs), c − a = {c['p50'] - a['p50']:+.0f} µs. "
       f"Own CPU per request (minus the direct path's): nginx {b['cpu'] - a['cpu']:.1f} µs, Keyplane {c['cpu'] - a['cpu']:.1f} µs.")
     w("")
-def merged(prefix):
-    """The rounds of one path as one run: mean rate, latencies and CPU, statuses summed."""
-    rs = [v for k, v in runs.items() if k.startswith(prefix)]
-    if not rs:
-        return None
-    status = {}
-    for r in rs:
-        for code, n in r["status"].items():
-            status[code] = status.get(code, 0) + n
-    cpus = [r["server_cpu_us_per_request"] for r in rs if r.get("server_cpu_us_per_request")]
-    return {
-        "rps": statistics.mean(r["rps"] for r in rs),
-        "latency_us": {q: round(statistics.mean(lat(r, q) for r in rs)) for q in ("p50", "p99")},
-        "server_cpu_us_per_request": round(statistics.mean(cpus), 1) if cpus else "",
-        "status": status,
-    }
-
 m, ik, n4 = runs.get("mixed-keyplane"), merged("invalid-keyplane-r"), merged("invalid-nginx-403-r")
 if m and ik and n4:
     w("### Invalid keys")
@@ -487,7 +487,9 @@ if m and ik and n4:
                     (f"nginx static 403 (mean of {rounds} rounds, alternating)", n4)]:
         if r:
             st = ", ".join(f"{k}: {v}" for k, v in r["status"].items())
-            w(f"| {name} | {r['rps']:.0f} | {lat(r, 'p50')} | {lat(r, 'p99')} | {r.get('server_cpu_us_per_request', '')} | {st} |")
+            cpu = r.get("server_cpu_us_per_request")
+            cpu = "" if cpu is None else f"{cpu:.1f}"
+            w(f"| {name} | {r['rps']:.0f} | {lat(r, 'p50'):.0f} | {lat(r, 'p99'):.0f} | {cpu} | {st} |")
     up = runs.get("invalid-upstream", {}).get("upstream_requests_during_invalid_run")
     w("")
     w(f"Rejections: Keyplane/nginx-403 throughput = **{ik['rps'] / n4['rps']:.2f}** (target ≥ 1.00); "

@@ -166,8 +166,9 @@ impl hyper::service::Service<Request<Incoming>> for Front {
 /// handler's way, where it is caught.
 fn refused_key(state: &AppState, data: &dataplane::DataRequest, rest: &str) -> bool {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        urlencoding::decode(rest).is_ok()
-            && dataplane::refuses_key(state, data, services::GENERATIVE_LANGUAGE)
+        // The key first: a call it does not refuse decodes its path once, in the handler.
+        dataplane::refuses_key(state, data, services::GENERATIVE_LANGUAGE)
+            && urlencoding::decode(rest).is_ok()
     }))
     .unwrap_or(false)
 }

@@ -257,7 +257,8 @@ pub async fn authorize(
 /// Whether [`authorize`] would refuse `req` for `service` with API_KEY_INVALID: no
 /// ephemeral token, and an API key that is malformed or unknown. Answered from memory, before
 /// anything else of the request is looked at, so that the rejections a gateway answers most
-/// cost the least (`crate::front`).
+/// cost the least (`crate::front`). A key it does not refuse is looked up again by
+/// [`authorize`], once the body has arrived: that decision is the one that admits the call.
 pub(crate) fn refuses_key(state: &AppState, req: &DataRequest, service: &str) -> bool {
     let refused = match req.presented_key(state) {
         PresentedKey::Nothing => false,
