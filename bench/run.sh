@@ -9,7 +9,9 @@
 #            gemini-2.5-flash to it with 10,000 seeded keys: the same closed-loop load
 #            against (a) the upstream directly, (b) nginx, (c) Keyplane, alternating rounds;
 #            a 90/10 valid/invalid mix and all-invalid keys through Keyplane against nginx
-#            answering a static 403; SSE streaming time to first/last byte through a, b, c.
+#            answering a static 403, one request at a time per connection and pipelined
+#            (PIPELINE deep, so the servers and not the load generator set the rate); SSE
+#            streaming time to first/last byte through a, b, c.
 #   scale    1,000,000 keys in the SQLite store (seeded once, cached under
 #            ~/.cache/keyplane/bench/): start-up time, resident memory, auth latency with
 #            first-use (cold) and repeated (warm) keys.
@@ -20,7 +22,7 @@
 # same CPU budget and a proxy's cost shows as lost throughput and added latency.
 #
 # Environment knobs: DURATION (s, default 8), WARMUP (s, 2), ROUNDS (2), CONNECTIONS (16),
-# STREAM_CONNECTIONS (16), EVENT_DELAY_MS (2), GATEWAY_KEYS (10000), SPREAD (1000),
+# STREAM_CONNECTIONS (16), EVENT_DELAY_MS (2), GATEWAY_KEYS (10000), SPREAD (1000), PIPELINE (8),
 # SCALE_KEYS (1000000), COLD_REQUESTS (2000), SKIP_GATEWAY=1 (only the scale stage),
 # SKIP_SCALE=1, SKIP_HELPERS=1.
 set -euo pipefail
@@ -33,6 +35,7 @@ DURATION="${DURATION:-8}"
 WARMUP="${WARMUP:-2}"
 ROUNDS="${ROUNDS:-2}"
 CONNECTIONS="${CONNECTIONS:-16}"
+PIPELINE="${PIPELINE:-8}"
 STREAM_CONNECTIONS="${STREAM_CONNECTIONS:-16}"
 EVENT_DELAY_MS="${EVENT_DELAY_MS:-2}"
 GATEWAY_KEYS="${GATEWAY_KEYS:-10000}"
@@ -274,7 +277,7 @@ if ticks > 0 and r["requests"] and r["rps"]:
 json.dump(r, open(path, "w"))
 lat = r.get("latency_us") or {}
 print(f"bench:   {r['label']:<28} {r['rps']:>9.0f} rps  p50 {lat.get('p50', '-')} us  p99 {lat.get('p99', '-')} us  "
-      f"server CPU {r.get('server_cpu_us_per_request', '-')} us/req  status {r['status']}  errors {r['errors']}")
+      f"server CPU {r.get('server_cpu_us_per_request', '-')} us/req  loadgen CPU {r.get('client_cpu_percent', '-')}%  status {r['status']}  errors {r['errors']}")
 PY
 }
 
@@ -328,6 +331,17 @@ if [ "${SKIP_GATEWAY:-0}" != 1 ]; then
     MEASURED="$NGINX_PIDS"
     load "invalid-nginx-403-r$r" --url "http://127.0.0.1:$NGINX_403_PORT$GEN_PATH" \
       --keys "$WORK/gw.keys" --keys-limit "$SPREAD" "${common[@]}"
+  done
+  # One request at a time, the load generator's CPU sets the pace for both (its
+  # client_cpu_percent is near 100). Pipelined, a request costs it far less, and what a
+  # server can reject is what shows.
+  for r in $(seq 1 "$ROUNDS"); do
+    MEASURED="$UP_PID $GW_KP_PID"
+    load "pipelined-invalid-keyplane-r$r" --url "$kp" --keys "$WORK/gw.keys" --keys-limit "$SPREAD" \
+      --invalid-ratio 1.0 --pipeline "$PIPELINE" "${common[@]}"
+    MEASURED="$NGINX_PIDS"
+    load "pipelined-invalid-nginx-403-r$r" --url "http://127.0.0.1:$NGINX_403_PORT$GEN_PATH" \
+      --keys "$WORK/gw.keys" --keys-limit "$SPREAD" --pipeline "$PIPELINE" "${common[@]}"
   done
   after=$(upstream_count)
   echo "{\"upstream_requests_during_invalid_run\": $((after - before))}" >"$RAW/invalid-upstream.json"
@@ -406,9 +420,9 @@ fi
 
 # --- the report ---------------------------------------------------------------------------
 mkdir -p "$RESULTS"
-python3 - "$RAW" "$RESULTS" "$ROUNDS" "$CONNECTIONS" "$DURATION" "$GATEWAY_KEYS" "$SPREAD" "$EVENT_DELAY_MS" "$STREAM_CONNECTIONS" <<'PY' >"$WORK/table.md"
+python3 - "$RAW" "$RESULTS" "$ROUNDS" "$CONNECTIONS" "$DURATION" "$GATEWAY_KEYS" "$SPREAD" "$EVENT_DELAY_MS" "$STREAM_CONNECTIONS" "$PIPELINE" <<'PY' >"$WORK/table.md"
 import glob, json, os, platform, statistics, subprocess, sys, time
-raw, results, rounds, conns, duration, gw_keys, spread, delay, sconns = sys.argv[1:]
+raw, results, rounds, conns, duration, gw_keys, spread, delay, sconns, pipeline = sys.argv[1:]
 runs = {}
 for f in sorted(glob.glob(os.path.join(raw, "*.json"))):
     runs[os.path.basename(f)[:-5]] = json.load(open(f))
@@ -435,6 +449,7 @@ def merged(prefix):
         "rps": statistics.mean(r["rps"] for r in rs),
         "latency_us": {q: statistics.mean(lat(r, q) for r in rs) for q in ("p50", "p99")},
         "server_cpu_us_per_request": statistics.mean(r.get("server_cpu_us_per_request") or 0 for r in rs),
+        "client_cpu_percent": statistics.mean(r.get("client_cpu_percent") or 0 for r in rs),
         "status": status,
         "errors": sum(r["errors"] for r in rs),
     }
@@ -476,24 +491,33 @@ if a and b and c:
       f"Own CPU per request (minus the direct path's): nginx {b['cpu'] - a['cpu']:.1f} µs, Keyplane {c['cpu'] - a['cpu']:.1f} µs.")
     w("")
 m, ik, n4 = runs.get("mixed-keyplane"), merged("invalid-keyplane-r"), merged("invalid-nginx-403-r")
+pk, p4 = merged("pipelined-invalid-keyplane-r"), merged("pipelined-invalid-nginx-403-r")
 if m and ik and n4:
     w("### Invalid keys")
     w("")
-    w("| run | req/s | p50 µs | p99 µs | server CPU µs/req | statuses |")
-    w("| --- | ---: | ---: | ---: | ---: | --- |")
+    w("| run | req/s | p50 µs | p99 µs | server CPU µs/req | loadgen CPU % | statuses |")
+    w("| --- | ---: | ---: | ---: | ---: | ---: | --- |")
     for name, r in [("Keyplane 90% valid / 10% invalid: all", m), ("  valid ones", m.get("valid")),
                     ("  invalid ones", m.get("invalid")),
                     (f"Keyplane 100% invalid keys (mean of {rounds} rounds)", ik),
-                    (f"nginx static 403 (mean of {rounds} rounds, alternating)", n4)]:
+                    (f"nginx static 403 (mean of {rounds} rounds, alternating)", n4),
+                    (f"Keyplane 100% invalid keys, pipelined {pipeline} deep", pk),
+                    (f"nginx static 403, pipelined {pipeline} deep", p4)]:
         if r:
             st = ", ".join(f"{k}: {v}" for k, v in r["status"].items())
             cpu = r.get("server_cpu_us_per_request")
             cpu = "" if cpu is None else f"{cpu:.1f}"
-            w(f"| {name} | {r['rps']:.0f} | {lat(r, 'p50'):.0f} | {lat(r, 'p99'):.0f} | {cpu} | {st} |")
+            busy = r.get("client_cpu_percent")
+            busy = "" if busy is None else f"{busy:.0f}"
+            w(f"| {name} | {r['rps']:.0f} | {lat(r, 'p50'):.0f} | {lat(r, 'p99'):.0f} | {cpu} | {busy} | {st} |")
     up = runs.get("invalid-upstream", {}).get("upstream_requests_during_invalid_run")
     w("")
-    w(f"Rejections: Keyplane/nginx-403 throughput = **{ik['rps'] / n4['rps']:.2f}** (target ≥ 1.00); "
-      f"upstream requests during the all-invalid run: {up}.")
+    line = (f"Rejections, Keyplane/nginx-403 throughput (target ≥ 1.00): one request at a time "
+            f"**{ik['rps'] / n4['rps']:.2f}** (the load generator's CPU sets that pace for both)")
+    if pk and p4:
+        line += (f"; pipelined {pipeline} deep **{pk['rps'] / p4['rps']:.2f}**, server CPU per rejection "
+                 f"{pk['server_cpu_us_per_request']:.1f} µs against {p4['server_cpu_us_per_request']:.1f} µs")
+    w(line + f". Upstream requests during the all-invalid runs: {up}.")
     w("")
 sa, sb, sc = runs.get("stream-a-direct"), runs.get("stream-b-nginx"), runs.get("stream-c-keyplane")
 if sa and sb and sc:

@@ -5,7 +5,10 @@
 //! `--requests` requests in all. Keys come from `--keys` (one a line), used round-robin
 //! in file order and sent as `x-goog-api-key`; with `--invalid-ratio R` a fraction R of
 //! requests carry a well-formed key that exists nowhere instead. `--stream` also records
-//! time to first body byte and to the end of the body.
+//! time to first body byte and to the end of the body. `--pipeline N` sends each
+//! connection's requests N at a time in one write (HTTP/1.1 pipelining) and reads the N
+//! answers back: the client's cost per request falls, so a fast server is what limits the
+//! rate (each request's latency runs from its batch's write to the end of its answer).
 //!
 //! Prints one JSON line: rps, latency percentiles in microseconds (overall and per key
 //! kind), ttfb/ttlb percentiles when streaming, and status-code counts. Key strings are
@@ -64,6 +67,10 @@ struct Args {
     /// Record time to first byte and to last byte of the body.
     #[arg(long)]
     stream: bool,
+    /// Requests written at a time on each connection (1: one, and its answer read, before
+    /// the next). Not with --stream.
+    #[arg(long, default_value_t = 1)]
+    pipeline: usize,
     /// Runtime worker threads.
     #[arg(long, default_value_t = 1)]
     threads: usize,
@@ -97,6 +104,30 @@ struct ConnResult {
     errors: u64,
 }
 
+impl ConnResult {
+    /// A request sent at `t0` and answered by `done` (its first body byte at `t0 + ttfb`),
+    /// kept when it falls inside the measured window.
+    fn record(
+        &mut self,
+        plan: &Plan,
+        kind: Kind,
+        status: u16,
+        t0: Instant,
+        ttfb: Option<Duration>,
+        done: Instant,
+    ) {
+        if t0 >= plan.measure_from && done <= plan.stop_at {
+            let total = done - t0;
+            self.samples.push(Sample {
+                kind,
+                status,
+                latency_us: micros(total),
+                ttfb_us: micros(ttfb.unwrap_or(total)),
+            });
+        }
+    }
+}
+
 struct Plan {
     uri: Uri,
     host: HeaderValue,
@@ -116,6 +147,11 @@ struct Plan {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     anyhow::ensure!(args.connections > 0, "--connections must be positive");
+    anyhow::ensure!(args.pipeline > 0, "--pipeline must be positive");
+    anyhow::ensure!(
+        args.pipeline == 1 || !args.stream,
+        "--pipeline is not for --stream"
+    );
     anyhow::ensure!(
         (0.0..=1.0).contains(&args.invalid_ratio),
         "--invalid-ratio must be between 0 and 1"
@@ -180,9 +216,12 @@ async fn run(args: Args) -> anyhow::Result<Value> {
             (from, from + Duration::from_secs_f64(args.duration))
         }
     };
+    // Sent in origin form (`POST /v1beta/...` with a `host` header), as SDKs and browsers
+    // send it; hyper's client connection would send the URI as given, in absolute form.
+    let origin: Uri = uri.path_and_query().map_or("/", |p| p.as_str()).parse()?;
     let plan = Arc::new(Plan {
         host: HeaderValue::from_str(authority.as_str())?,
-        uri,
+        uri: origin,
         method,
         body,
         valid,
@@ -198,8 +237,13 @@ async fn run(args: Args) -> anyhow::Result<Value> {
     for c in 0..args.connections {
         let plan = plan.clone();
         let addr = authority.to_string();
+        let pipeline = args.pipeline;
         tasks.push(tokio::spawn(async move {
-            connection(plan, addr, c as u64).await
+            if pipeline > 1 {
+                pipelined(plan, addr, c as u64, pipeline).await
+            } else {
+                connection(plan, addr, c as u64).await
+            }
         }));
     }
     let mut all = ConnResult::default();
@@ -212,25 +256,42 @@ async fn run(args: Args) -> anyhow::Result<Value> {
         Some(_) => start.elapsed().as_secs_f64(),
         None => args.duration,
     };
-    Ok(report(&args, &plan, &all, seconds))
+    let mut out = report(&args, &plan, &all, seconds);
+    // Near 100: the load generator, not the server, set the rate.
+    let busy = own_cpu_seconds() / start.elapsed().as_secs_f64();
+    out["client_cpu_percent"] = json!((busy * 1000.0).round() / 10.0);
+    Ok(out)
+}
+
+/// A connection to `addr` (`TCP_NODELAY`), tried every 50 ms until the run is over (`None`
+/// then); each failed attempt counts as an error.
+async fn connect(
+    plan: &Plan,
+    addr: &str,
+    result: &mut ConnResult,
+) -> Option<tokio::net::TcpStream> {
+    while Instant::now() < plan.stop_at {
+        match tokio::net::TcpStream::connect(addr).await {
+            Ok(stream) => {
+                let _ = stream.set_nodelay(true);
+                return Some(stream);
+            }
+            Err(_) => {
+                result.errors += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    None
 }
 
 async fn connection(plan: Arc<Plan>, addr: String, id: u64) -> ConnResult {
     let mut result = ConnResult::default();
     let mut rng = StdRng::seed_from_u64(id.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5eed);
     'reconnect: loop {
-        if Instant::now() >= plan.stop_at {
+        let Some(stream) = connect(&plan, &addr, &mut result).await else {
             break;
-        }
-        let stream = match tokio::net::TcpStream::connect(&addr).await {
-            Ok(s) => s,
-            Err(_) => {
-                result.errors += 1;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
         };
-        let _ = stream.set_nodelay(true);
         let (mut sender, conn) = match http1::handshake(TokioIo::new(stream)).await {
             Ok(x) => x,
             Err(_) => {
@@ -244,19 +305,7 @@ async fn connection(plan: Arc<Plan>, addr: String, id: u64) -> ConnResult {
             if plan.limit.is_some_and(|l| n >= l) || Instant::now() >= plan.stop_at {
                 break 'reconnect;
             }
-            let (kind, key) = if !plan.invalid.is_empty()
-                && (plan.valid.is_empty() || rng.gen::<f64>() < plan.invalid_ratio)
-            {
-                let i = rng.gen_range(0..plan.invalid.len());
-                (Kind::Invalid, Some(&plan.invalid[i]))
-            } else if plan.valid.is_empty() {
-                (Kind::Valid, None)
-            } else {
-                (
-                    Kind::Valid,
-                    Some(&plan.valid[(n % plan.valid.len() as u64) as usize]),
-                )
-            };
+            let (kind, key) = plan.pick(n, &mut rng);
             let mut req = Request::new(Full::new(plan.body.clone()));
             *req.method_mut() = plan.method.clone();
             *req.uri_mut() = plan.uri.clone();
@@ -305,18 +354,153 @@ async fn connection(plan: Arc<Plan>, addr: String, id: u64) -> ConnResult {
                 result.errors += 1;
                 continue 'reconnect;
             }
-            if t0 >= plan.measure_from && done <= plan.stop_at {
-                let total = done - t0;
-                result.samples.push(Sample {
-                    kind,
-                    status,
-                    latency_us: micros(total),
-                    ttfb_us: micros(ttfb.unwrap_or(total)),
-                });
+            result.record(&plan, kind, status, t0, ttfb, done);
+        }
+    }
+    result
+}
+
+impl Plan {
+    /// The next request's key: valid ones round-robin, invalid ones at random.
+    fn pick<'a>(&'a self, n: u64, rng: &mut StdRng) -> (Kind, Option<&'a HeaderValue>) {
+        if !self.invalid.is_empty()
+            && (self.valid.is_empty() || rng.gen::<f64>() < self.invalid_ratio)
+        {
+            let i = rng.gen_range(0..self.invalid.len());
+            (Kind::Invalid, Some(&self.invalid[i]))
+        } else if self.valid.is_empty() {
+            (Kind::Valid, None)
+        } else {
+            (
+                Kind::Valid,
+                Some(&self.valid[(n % self.valid.len() as u64) as usize]),
+            )
+        }
+    }
+
+    /// A request as hyper's client writes it, with `key`.
+    fn render(&self, key: Option<&HeaderValue>, out: &mut Vec<u8>) {
+        let target = self.uri.path_and_query().map_or("/", |p| p.as_str());
+        out.extend_from_slice(format!("{} {target} HTTP/1.1\r\nhost: ", self.method).as_bytes());
+        out.extend_from_slice(self.host.as_bytes());
+        if !self.body.is_empty() {
+            out.extend_from_slice(b"\r\ncontent-type: application/json");
+        }
+        if let Some(key) = key {
+            out.extend_from_slice(b"\r\nx-goog-api-key: ");
+            out.extend_from_slice(key.as_bytes());
+        }
+        if !self.body.is_empty() || self.method != Method::GET {
+            out.extend_from_slice(format!("\r\ncontent-length: {}", self.body.len()).as_bytes());
+        }
+        out.extend_from_slice(b"\r\n\r\n");
+        out.extend_from_slice(&self.body);
+    }
+}
+
+/// One connection sending `depth` requests at a time (`--pipeline`). Answers must carry
+/// `content-length`; one that does not, or a connection that breaks, counts as an error
+/// and the connection is made again.
+async fn pipelined(plan: Arc<Plan>, addr: String, id: u64, depth: usize) -> ConnResult {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut result = ConnResult::default();
+    let mut rng = StdRng::seed_from_u64(id.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5eed);
+    let mut out = Vec::new();
+    let mut kinds = Vec::with_capacity(depth);
+    let mut buf = bytes::BytesMut::with_capacity(64 * 1024);
+    'reconnect: loop {
+        let Some(mut stream) = connect(&plan, &addr, &mut result).await else {
+            break;
+        };
+        buf.clear();
+        loop {
+            let n = plan.started.fetch_add(depth as u64, Ordering::Relaxed);
+            if plan.limit.is_some_and(|l| n >= l) || Instant::now() >= plan.stop_at {
+                break 'reconnect;
+            }
+            out.clear();
+            kinds.clear();
+            for i in 0..depth as u64 {
+                let (kind, key) = plan.pick(n + i, &mut rng);
+                kinds.push(kind);
+                plan.render(key, &mut out);
+            }
+            let t0 = Instant::now();
+            if stream.write_all(&out).await.is_err() {
+                result.errors += 1;
+                continue 'reconnect;
+            }
+            for &kind in &kinds {
+                let (status, len) = loop {
+                    match answer_length(&buf) {
+                        Ok(Some(done)) if buf.len() >= done.1 => break done,
+                        Ok(_) => {}
+                        Err(()) => {
+                            result.errors += 1;
+                            continue 'reconnect;
+                        }
+                    }
+                    match stream.read_buf(&mut buf).await {
+                        Ok(0) | Err(_) => {
+                            result.errors += 1;
+                            continue 'reconnect;
+                        }
+                        Ok(_) => {}
+                    }
+                };
+                bytes::Buf::advance(&mut buf, len);
+                result.record(&plan, kind, status, t0, None, Instant::now());
             }
         }
     }
     result
+}
+
+/// The status and whole length (head and body) of the answer at the start of `buf`, once
+/// its head is in; `Err` for an answer without `content-length` or one that does not parse.
+fn answer_length(buf: &[u8]) -> Result<Option<(u16, usize)>, ()> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut resp = httparse::Response::new(&mut headers);
+    let head = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err(()),
+    };
+    let length = resp
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+        .and_then(|h| {
+            std::str::from_utf8(h.value)
+                .ok()?
+                .trim()
+                .parse::<usize>()
+                .ok()
+        })
+        .ok_or(())?;
+    Ok(Some((resp.code.unwrap_or(0), head + length)))
+}
+
+/// User and system CPU time this process has used, in seconds (`/proc/self/stat`'s utime
+/// and stime, counted in the kernel's fixed USER_HZ of 100 a second); 0 where unreadable.
+fn own_cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn micros(d: Duration) -> u32 {
@@ -359,6 +543,7 @@ fn report(args: &Args, plan: &Plan, all: &ConnResult, seconds: f64) -> Value {
     o.insert("label".into(), json!(args.label));
     o.insert("path".into(), json!(plan.uri.path()));
     o.insert("connections".into(), json!(args.connections));
+    o.insert("pipeline".into(), json!(args.pipeline));
     o.insert("seconds".into(), json!((seconds * 1000.0).round() / 1000.0));
     o.insert(
         "warmup".into(),

@@ -13,6 +13,10 @@
 //! what those cost a request: route matching, a boxed route and a boxed layer future, the
 //! headers copied for the extractor, the peer address in an extensions map, a header map of
 //! CORS values built per request. bench/README.md has the figures.
+//!
+//! A plain connection first meets [`refusals`]: while it sends nothing but Gemini API calls
+//! whose key is refused, their answers are written without hyper; its first other request
+//! hands it, and every byte read so far, to hyper for good.
 
 use axum::extract::ConnectInfo;
 use axum::http::{header, HeaderValue, Method, Request, Uri};
@@ -38,6 +42,8 @@ use tokio_rustls::TlsAcceptor;
 use crate::app::AppState;
 use crate::dataplane;
 
+mod refusals;
+
 /// A client has this long to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// On shutdown, open connections get this long to finish their requests.
@@ -54,6 +60,8 @@ pub(crate) async fn serve(
 ) -> anyhow::Result<()> {
     let acceptor = tls.map(TlsAcceptor::from);
     let graceful = GracefulShutdown::new();
+    // Tells connections still on the refusals' way (hyper's own are told by `graceful`).
+    let (closing, closing_rx) = tokio::sync::watch::channel(());
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -68,9 +76,13 @@ pub(crate) async fn serve(
         };
         let watcher = graceful.watcher();
         let acceptor = acceptor.clone();
+        let closing = closing_rx.clone();
         tokio::spawn(async move {
             let Some(acceptor) = acceptor else {
                 let io = keyplane_backends::batch::BatchedStream::new(tcp);
+                if front.straight {
+                    return refusals::serve(io, front, watcher, closing).await;
+                }
                 return serve_connection(io, front, watcher).await;
             };
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
@@ -81,6 +93,7 @@ pub(crate) async fn serve(
         });
     }
     drop(listener);
+    closing.send_replace(());
     if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
         .await
         .is_err()
@@ -382,8 +395,23 @@ mod tests {
         (state, key)
     }
 
-    /// One request on its own connection: the status line and headers (without `date`, which
-    /// changes by the second) and the body, de-chunked.
+    /// The `date` header's value, which changes by the second, replaced (once checked to be
+    /// an HTTP date) wherever a `date` line stands in `text`.
+    fn undated(text: &str) -> String {
+        text.split("\r\n")
+            .map(|line| match line.strip_prefix("date: ") {
+                Some(value) => {
+                    assert!(httpdate::parse_http_date(value).is_ok(), "{line}");
+                    "date: <now>".to_owned()
+                }
+                None => line.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join("\r\n")
+    }
+
+    /// One request on its own connection: the status line and headers (`date`'s value
+    /// replaced) and the body, de-chunked.
     async fn exchange(addr: SocketAddr, request: &[u8]) -> (String, Vec<u8>) {
         let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
         tcp.write_all(request).await.unwrap();
@@ -394,11 +422,13 @@ mod tests {
             .position(|w| w == b"\r\n\r\n")
             .expect("a head")
             + 4;
-        let head = String::from_utf8(raw[..split].to_vec()).unwrap();
-        let head: Vec<&str> = head
-            .split("\r\n")
-            .filter(|l| !l.to_ascii_lowercase().starts_with("date:"))
-            .collect();
+        let head = undated(std::str::from_utf8(&raw[..split]).unwrap());
+        let head: Vec<&str> = head.split("\r\n").collect();
+        assert_eq!(
+            head.iter().filter(|l| l.starts_with("date: ")).count(),
+            1,
+            "{head:?}"
+        );
         let chunked = head
             .iter()
             .any(|l| l.eq_ignore_ascii_case("transfer-encoding: chunked"));
@@ -439,10 +469,9 @@ mod tests {
         out
     }
 
-    #[tokio::test]
-    async fn straight_calls_answer_what_the_router_answers() {
-        let dir = tempfile::tempdir().unwrap();
-        let (state, key) = state_with_key(dir.path()).await;
+    /// Two servers on `state`: Gemini API calls the straight way (refusals on the
+    /// connection first), and everything through the router.
+    async fn both_ways(state: &AppState) -> [SocketAddr; 2] {
         let mut addrs = Vec::new();
         for straight in [true, false] {
             let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -452,6 +481,14 @@ mod tests {
                 serve(listener, app, state, None, straight, std::future::pending()).await
             });
         }
+        [addrs[0], addrs[1]]
+    }
+
+    #[tokio::test]
+    async fn straight_calls_answer_what_the_router_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let (state, key) = state_with_key(dir.path()).await;
+        let addrs = both_ways(&state).await;
         let model = crate::settings::LOCAL_MODEL_ID;
         let good = r#"{"contents":[{"role":"user","parts":[{"text":"say the same"}]}]}"#;
         let big = "x".repeat(crate::MAX_BODY_BYTES + 1);
@@ -590,6 +627,11 @@ mod tests {
                 vec![("x-goog-api-key", "garbage".into())],
                 "",
             ),
+            (
+                format!("/v1beta/models/{model}:generateContent\"x"),
+                vec![("x-goog-api-key", unknown.into())],
+                good,
+            ),
         ];
         for (path, headers, body) in &cases {
             let mut request = format!(
@@ -640,6 +682,282 @@ mod tests {
         )
         .await;
         assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+    }
+
+    /// A `POST` of `body` to `target` with `headers`, kept alive unless `close`.
+    fn post(target: &str, headers: &[(&str, &str)], body: &str, close: bool) -> Vec<u8> {
+        let mut head = format!("POST {target} HTTP/1.1\r\nhost: keyplane\r\n");
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        if close {
+            head.push_str("connection: close\r\n");
+        }
+        head.push_str(&format!("content-length: {}\r\n\r\n", body.len()));
+        [head.as_bytes(), body.as_bytes()].concat()
+    }
+
+    /// Everything a connection answers to `requests`, written in pieces of `piece` bytes
+    /// (a pause between them), then half-closed if `cut`; `date` values replaced and
+    /// `responseId`s blanked.
+    async fn conversation(addr: SocketAddr, requests: &[u8], piece: usize, cut: bool) -> String {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tcp.set_nodelay(true).unwrap();
+        for part in requests.chunks(piece) {
+            tcp.write_all(part).await.unwrap();
+            if piece < requests.len() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        if cut {
+            tcp.shutdown().await.unwrap();
+        }
+        let mut raw = Vec::new();
+        tokio::time::timeout(Duration::from_secs(20), tcp.read_to_end(&mut raw))
+            .await
+            .expect("the server closes after `connection: close`")
+            .unwrap();
+        comparable(undated(&String::from_utf8_lossy(&raw)).as_bytes())
+    }
+
+    #[tokio::test]
+    async fn refusals_on_a_kept_connection_answer_what_the_router_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let (state, key) = state_with_key(dir.path()).await;
+        let addrs = both_ways(&state).await;
+        let model = crate::settings::LOCAL_MODEL_ID;
+        let call = format!("/v1beta/models/{model}:generateContent");
+        let absolute = format!("http://keyplane{call}");
+        let good = r#"{"contents":[{"role":"user","parts":[{"text":"say the same"}]}]}"#;
+        let unknown = ("x-goog-api-key", "AIzaSyNotAKeyThatExistsAnywhere000000000");
+        let malformed = ("x-goog-api-key", "garbage");
+        let valid = ("x-goog-api-key", key.as_str());
+        let chunked = format!(
+            "POST {call} HTTP/1.1\r\nhost: k\r\nx-goog-api-key: {}\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{good}\r\n0\r\n\r\n",
+            unknown.1,
+            good.len()
+        );
+        // (answers expected, whether the client half-closes after sending, what it sends)
+        let conversations: Vec<(usize, bool, Vec<u8>)> = vec![
+            // Refused, refused, then a valid call (hyper's from then on), refused, closed.
+            (
+                5,
+                false,
+                [
+                    post(&call, &[unknown], good, false),
+                    post(&absolute, &[malformed], good, false),
+                    post(&call, &[valid], good, false),
+                    post(&call, &[unknown], good, false),
+                    post(&call, &[unknown], "", true),
+                ]
+                .concat(),
+            ),
+            // Refused with and without bodies, a chunked one (hyper's), refused, closed.
+            (
+                4,
+                false,
+                [
+                    post(&call, &[unknown], "", false),
+                    post(&format!("{call}?key={}", unknown.1), &[], good, false),
+                    chunked.into_bytes(),
+                    post(&call, &[malformed], good, true),
+                ]
+                .concat(),
+            ),
+            // Only refusals, the last one closing.
+            (
+                3,
+                false,
+                [
+                    post(&call, &[unknown], good, false),
+                    post(&call, &[unknown, ("connection", "keep-alive")], good, false),
+                    post(&call, &[malformed], good, true),
+                ]
+                .concat(),
+            ),
+            // Cut off in a refused call's head (no answer), then in its body (hyper's 400
+            // for a body that did not arrive).
+            (0, true, post(&call, &[unknown], good, false)[..60].to_vec()),
+            (1, true, {
+                let whole = post(&call, &[unknown], good, false);
+                whole[..whole.len() - good.len() + 5].to_vec()
+            }),
+        ];
+        for (answers, cut, requests) in &conversations {
+            // At once, then in pieces that split heads and bodies anywhere.
+            for piece in [requests.len(), 7] {
+                let straight = conversation(addrs[0], requests, piece, *cut).await;
+                let router = conversation(addrs[1], requests, piece, *cut).await;
+                assert_eq!(straight, router, "in pieces of {piece}");
+                assert_eq!(
+                    straight.matches("HTTP/1.1 ").count(),
+                    *answers,
+                    "{straight:?}"
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_refusals_way_reads_whole_refused_calls_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let (state, key) = state_with_key(dir.path()).await;
+        let front = Front {
+            app: crate::router(state.clone()),
+            state,
+            peer: "127.0.0.1:1".parse().unwrap(),
+            straight: true,
+        };
+        let model = crate::settings::LOCAL_MODEL_ID;
+        let call = format!("/v1beta/models/{model}:generateContent");
+        let good = r#"{"contents":[]}"#;
+        let unknown = ("x-goog-api-key", "AIzaSyNotAKeyThatExistsAnywhere000000000");
+        let next = |bytes: &[u8]| refusals::next(&front, bytes);
+        use refusals::Next::{HandOver, Partial, Refused};
+
+        let one = post(&call, &[unknown], good, false);
+        assert_eq!(
+            next(&one),
+            Refused {
+                len: one.len(),
+                close: false
+            }
+        );
+        let closing = post(&call, &[unknown], good, true);
+        assert_eq!(
+            next(&closing),
+            Refused {
+                len: closing.len(),
+                close: true
+            }
+        );
+        let two = [one.clone(), closing.clone()].concat();
+        assert_eq!(
+            next(&two),
+            Refused {
+                len: one.len(),
+                close: false
+            }
+        );
+        for cut in [1, 20, one.len() - good.len() - 1, one.len() - 1] {
+            assert_eq!(next(&one[..cut]), Partial, "cut at {cut}");
+        }
+        assert_eq!(next(b""), Partial);
+        for refused in [
+            post(&format!("http://k{call}"), &[unknown], good, false),
+            post(&call, &[("x-goog-api-key", "garbage")], good, false),
+            post(
+                &format!("{call}?key=AIzaSyNotAKeyThatExistsAnywhere000000000"),
+                &[],
+                good,
+                false,
+            ),
+            post(
+                &format!("/v1/models/{model}:countTokens"),
+                &[unknown],
+                "",
+                false,
+            ),
+            post(&format!("/v1beta/models/{model}"), &[unknown], good, false),
+            post(&call, &[unknown, ("connection", "Keep-Alive")], good, false),
+        ] {
+            let text = String::from_utf8_lossy(&refused).into_owned();
+            assert_eq!(
+                next(&refused),
+                Refused {
+                    len: refused.len(),
+                    close: false
+                },
+                "{text}"
+            );
+        }
+        let big = "x".repeat(refusals::WHOLE_REQUEST);
+        let with = |extra: (&str, &str)| post(&call, &[unknown, extra], good, false);
+        for handed in [
+            post(&call, &[("x-goog-api-key", key.as_str())], good, false),
+            post(&call, &[], good, false),
+            post(&call, &[("authorization", "Bearer ya29.anything")], good, false),
+            with(("authorization", "Token auth_tokens/not-a-token")),
+            post(&format!("{call}?access_token=auth_tokens/x"), &[unknown], good, false),
+            post(&call, &[unknown], &big, false),
+            with(("transfer-encoding", "chunked")),
+            with(("expect", "100-continue")),
+            with(("upgrade", "websocket")),
+            with(("connection", "upgrade")),
+            with(("content-length", "15")),
+            post("/v1beta/models/%FF%FE:generateContent", &[unknown], good, false),
+            post("/v1beta/projects/p/models/m:generateContent", &[unknown], good, false),
+            post("/v9/models/m:generateContent", &[unknown], good, false),
+            b"GET /v1beta/models HTTP/1.1\r\nx-goog-api-key: garbage\r\n\r\n".to_vec(),
+            format!("POST {call} HTTP/1.0\r\nx-goog-api-key: garbage\r\ncontent-length: 0\r\n\r\n").into_bytes(),
+            format!("POST {call} HTTP/1.1\r\nx-goog-api-key: garbage\r\ncontent-length: +0\r\n\r\n").into_bytes(),
+            format!("POST {call} HTTP/1.1\r\nx-goog-api-key: garbage\r\ncontent-length: 0, 0\r\n\r\n").into_bytes(),
+            format!("POST {call} HTTP/1.1\r\nx-goog-api-key: garbage\r\ncontent-length: 99999999999999999999\r\n\r\n").into_bytes(),
+            format!("POST {call} HTTP/1.1\r\n{}\r\n", "a: b\r\n".repeat(70)).into_bytes(),
+            format!("POST {call}\x01 HTTP/1.1\r\nx-goog-api-key: garbage\r\n\r\n").into_bytes(),
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec(),
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03".to_vec(),
+        ] {
+            let text = String::from_utf8_lossy(&handed).into_owned();
+            assert_eq!(next(&handed), HandOver, "{text}");
+        }
+        // A refused call's body on its way: the rest is waited for, up to WHOLE_REQUEST.
+        let long = "y".repeat(refusals::WHOLE_REQUEST / 2);
+        let coming = post(&call, &[unknown], &long, false);
+        assert_eq!(next(&coming[..coming.len() - 10]), Partial);
+    }
+
+    #[tokio::test]
+    async fn shutting_down_closes_connections_idle_on_the_refusals_way() {
+        let dir = tempfile::tempdir().unwrap();
+        let (state, _) = state_with_key(dir.path()).await;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let app = crate::router(state.clone());
+        let server = tokio::spawn(serve(listener, app, state, None, true, async {
+            let _ = stopped.await;
+        }));
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let call = format!(
+            "/v1beta/models/{}:generateContent",
+            crate::settings::LOCAL_MODEL_ID
+        );
+        let request = post(&call, &[("x-goog-api-key", "garbage")], "{}", false);
+        tcp.write_all(&request).await.unwrap();
+        // The whole answer: its head, then as many bytes as it says.
+        let mut raw = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let complete = |raw: &[u8]| {
+            let head = raw.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+            let text = String::from_utf8_lossy(&raw[..head]).to_string();
+            let length: usize = text
+                .split("\r\n")
+                .find_map(|l| l.strip_prefix("content-length: "))?
+                .parse()
+                .ok()?;
+            (raw.len() >= head + length).then_some(())
+        };
+        while complete(&raw).is_none() {
+            let n = tcp.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed before the answer");
+            raw.extend_from_slice(&chunk[..n]);
+        }
+        assert!(String::from_utf8_lossy(&raw).starts_with("HTTP/1.1 400"));
+        // Kept open, idle: shutting down closes it at once, not after the drain's wait.
+        stop.send(()).unwrap();
+        let waited = std::time::Instant::now();
+        tokio::time::timeout(DRAIN_TIMEOUT / 2, server)
+            .await
+            .expect("serve returns without waiting for the idle connection")
+            .unwrap()
+            .unwrap();
+        let n = tokio::time::timeout(DRAIN_TIMEOUT / 2, tcp.read(&mut chunk))
+            .await
+            .expect("the connection is closed")
+            .unwrap_or(0);
+        assert_eq!(n, 0);
+        assert!(waited.elapsed() < DRAIN_TIMEOUT / 2);
     }
 
     #[test]
