@@ -4,7 +4,7 @@
 //! while every request is a complete `POST /{v}/models/{rest}` that [`super::refused_key`]
 //! refuses (an unknown or malformed API key, nothing else that would answer first), its
 //! API_KEY_INVALID answer is written from bytes rendered once. The first request that is
-//! anything else (a key that may pass, another path, a body beyond [`WHOLE_REQUEST`],
+//! anything else (a key that may pass, another path, a request beyond [`WHOLE_REQUEST`],
 //! chunked, `Expect`, `Upgrade`, HTTP/1.0, a head hyper would refuse, a connection the
 //! client closed halfway) hands the connection, with every byte read so far, to hyper
 //! ([`super::serve_connection`]), which serves it from then on.
