@@ -40,8 +40,9 @@ pub(super) const WHOLE_REQUEST: usize = 64 * 1024;
 /// Headers a request answered here may have; one with more goes to hyper.
 const MAX_HEADERS: usize = 64;
 
-/// Serves a plain connection: refused calls here, then everything from the first other
-/// request on through hyper. `closing` ends a connection idle between requests.
+/// Serves a plain connection of a front whose Gemini API calls go straight: refused calls
+/// here, then everything from the first other request on through hyper. `closing` ends a
+/// connection idle between requests.
 pub(super) async fn serve(
     mut io: BatchedStream,
     front: Front,
@@ -189,13 +190,11 @@ pub(super) fn next(front: &Front, buf: &[u8]) -> Next {
     let Ok(uri) = Uri::try_from(target) else {
         return Next::HandOver;
     };
-    let Some(rest) = super::gemini_call(&Method::POST, uri.path()).filter(|_| front.straight)
-    else {
+    let Some(rest) = super::gemini_call(&Method::POST, uri.path()) else {
         return Next::HandOver;
     };
-    let rest_at = uri.path().len() - rest.len();
     let data = dataplane::DataRequest::new(credentials, &uri, None);
-    if !super::refused_key(&front.state, &data, &uri.path()[rest_at..]) {
+    if !super::refused_key(&front.state, &data, rest) {
         return Next::HandOver;
     }
     if len <= buf.len() {
