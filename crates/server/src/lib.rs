@@ -354,7 +354,7 @@ async fn google_errors(resp: axum::response::Response) -> axum::response::Respon
     err.into_response()
 }
 
-/// Keys read from the store per query when the snapshot is built.
+/// Keys handed from the store to the snapshot at a time when it is built.
 const SNAPSHOT_PAGE: u32 = 10_000;
 
 /// Opens the data directory and builds the state every handler shares.
@@ -441,11 +441,12 @@ async fn seed_quota_days(
     Ok(())
 }
 
-/// Loads every live key into the snapshot, page by page: with a million keys, the whole
-/// table in one Vec (plus its rows) would double the memory high-water mark and the
-/// start-up time. Only the columns the snapshot keeps are read (no ciphertext: nothing is
-/// decrypted or hashed here), the table is sized once from the live-key count (growing
-/// it would hold the old and the new table at once), and each page goes in under one lock.
+/// Loads every live key into the snapshot, page by page as the store reads them: with a
+/// million keys, the whole table in one Vec (plus its rows) would double the memory
+/// high-water mark. Only the columns the snapshot keeps are read (no ciphertext: nothing is
+/// decrypted or hashed here), the table is sized once from the live-key count (growing it
+/// would hold the old and the new table at once), and each page goes in under one lock
+/// while the store reads the next.
 async fn load_snapshot_keys(
     store: &dyn Store,
     snapshot: &keyplane_auth::Snapshot,
@@ -455,25 +456,18 @@ async fn load_snapshot_keys(
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     snapshot.reserve_keys(usize::try_from(count).unwrap_or(0));
-    let mut after: Option<Vec<u8>> = None;
-    loop {
-        let (keys, next) = store
-            .live_snapshot_keys_page(after.as_deref(), SNAPSHOT_PAGE)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        snapshot.load_keys(keys.into_iter().map(|k| keyplane_auth::snapshot::LiveKey {
-            lookup_hash: k.lookup_hash,
-            project_number: k.project_number,
-            key_id: k.key_id,
-            restrictions: k.restrictions,
-            service_account_email: k.service_account_email,
-        }));
-        match next {
-            Some(cursor) => after = Some(cursor),
-            None => break,
-        }
-    }
-    Ok(())
+    store
+        .live_snapshot_keys(SNAPSHOT_PAGE, &mut |keys| {
+            snapshot.load_keys(keys.into_iter().map(|k| keyplane_auth::snapshot::LiveKey {
+                lookup_hash: k.lookup_hash,
+                project_number: k.project_number,
+                key_id: k.key_id,
+                restrictions: k.restrictions,
+                service_account_email: k.service_account_email,
+            }))
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// Runs the server until SIGINT or SIGTERM. Once listening it prints one line to stdout:

@@ -759,6 +759,9 @@ pub async fn snapshot_key_pages<S: Store>(s: &S) {
     assert_eq!(s.live_key_count().await.unwrap(), 0);
     let (empty, next) = s.live_snapshot_keys_page(None, 5).await.unwrap();
     assert!(empty.is_empty() && next.is_none());
+    let mut none = 0;
+    s.live_snapshot_keys(5, &mut |_| none += 1).await.unwrap();
+    assert_eq!(none, 0);
 
     let mut keys: Vec<ApiKey> = (1..=23)
         .map(|n| api_key(if n % 2 == 0 { a.number } else { b.number }, n))
@@ -823,6 +826,40 @@ pub async fn snapshot_key_pages<S: Store>(s: &S) {
     assert_eq!(seen, want);
     assert!(seen.iter().any(|k| *k.restrictions == full_restrictions()));
     assert!(seen.iter().any(|k| k.service_account_email.is_some()));
+
+    // Read in one pass, the same keys in the same order, handed over in pages of at most
+    // the size asked for; one page of 1,000 holds them all.
+    for size in [5u32, 7, 22, 1000] {
+        let mut pages: Vec<Vec<SnapshotKey>> = Vec::new();
+        s.live_snapshot_keys(size, &mut |page| pages.push(page))
+            .await
+            .unwrap();
+        assert!(pages
+            .iter()
+            .all(|p| !p.is_empty() && p.len() <= size as usize));
+        assert_eq!(
+            pages.len(),
+            22usize.div_ceil(size as usize),
+            "page size {size}"
+        );
+        let mut all: Vec<SnapshotKey> = pages.into_iter().flatten().collect();
+        let mut walked = Vec::new();
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let (page, next) = s
+                .live_snapshot_keys_page(after.as_deref(), 3)
+                .await
+                .unwrap();
+            walked.extend(page);
+            match next {
+                Some(c) => after = Some(c),
+                None => break,
+            }
+        }
+        assert_eq!(all, walked, "page size {size}");
+        all.sort_by(|x, y| x.lookup_hash.cmp(&y.lookup_hash));
+        assert_eq!(all, want);
+    }
 
     // A cursor from one method continues the other.
     let (first, next) = s.live_snapshot_keys_page(None, 10).await.unwrap();

@@ -166,10 +166,46 @@ pub trait KeyStore: Send + Sync {
         let (keys, next) = self.live_keys_page(after, limit).await?;
         Ok((keys.into_iter().map(SnapshotKey::from).collect(), next))
     }
+    /// Every key not soft-deleted, as [`SnapshotKey`]s handed to `each` in pages of at most
+    /// `page` keys (never empty) as they are read: what the auth snapshot is loaded from at
+    /// start-up. The same keys, in the same order, as [`KeyStore::live_snapshot_keys_page`]
+    /// walked from the start, which is what this default does; a store that can read them
+    /// in one pass overrides it (SQLite, whose paged reads cost a million-key start about
+    /// five seconds of per-row overhead). Pages go to `each` as they are read, so the keys
+    /// are never in memory twice.
+    async fn live_snapshot_keys(
+        &self,
+        page: u32,
+        each: &mut (dyn FnMut(Vec<SnapshotKey>) + Send),
+    ) -> Result<()> {
+        snapshot_keys_in_pages(self, page, each).await
+    }
     /// How many keys are not soft-deleted (a capacity hint for loading the snapshot).
     async fn live_key_count(&self) -> Result<u64>;
     /// Removes keys soft-deleted before `cutoff`; returns how many.
     async fn purge_deleted_keys(&self, cutoff: OffsetDateTime) -> Result<u64>;
+}
+
+/// [`KeyStore::live_snapshot_keys`] by walking [`KeyStore::live_snapshot_keys_page`] from the
+/// start: the default, and what a store falls back to when it cannot read in one pass.
+pub async fn snapshot_keys_in_pages<S: KeyStore + ?Sized>(
+    store: &S,
+    page: u32,
+    each: &mut (dyn FnMut(Vec<SnapshotKey>) + Send),
+) -> Result<()> {
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let (keys, next) = store
+            .live_snapshot_keys_page(after.as_deref(), page)
+            .await?;
+        if !keys.is_empty() {
+            each(keys);
+        }
+        match next {
+            Some(cursor) => after = Some(cursor),
+            None => return Ok(()),
+        }
+    }
 }
 
 /// Service accounts, their public keys and the access tokens minted for principals.

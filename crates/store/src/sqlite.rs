@@ -39,6 +39,7 @@ use time::OffsetDateTime;
 
 mod ephemeral;
 mod iam_policies;
+mod snapshot;
 mod usage;
 mod users_audit;
 
@@ -56,6 +57,9 @@ const READERS: u32 = 4;
 pub struct SqliteStore {
     write: SqlitePool,
     read: SqlitePool,
+    /// The database file (`None` in memory), which the snapshot's keys are read from in
+    /// one pass on a connection of their own.
+    file: Option<Arc<PathBuf>>,
 }
 
 impl SqliteStore {
@@ -91,7 +95,11 @@ impl SqliteStore {
             .map_err(|e| {
                 StoreError::Internal(format!("opening database {}: {e}", path.display()))
             })?;
-        Ok(SqliteStore { write, read })
+        Ok(SqliteStore {
+            write,
+            read,
+            file: Some(Arc::new(path)),
+        })
     }
 
     /// A private, empty, migrated database that lives as long as this store (and its
@@ -115,6 +123,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             write: pool.clone(),
             read: pool,
+            file: None,
         })
     }
 
@@ -862,6 +871,18 @@ impl KeyStore for SqliteStore {
             });
         }
         Ok((keys, next))
+    }
+
+    async fn live_snapshot_keys(
+        &self,
+        page: u32,
+        each: &mut (dyn FnMut(Vec<SnapshotKey>) + Send),
+    ) -> Result<()> {
+        match &self.file {
+            Some(path) => snapshot::live_snapshot_keys(path, page, each).await,
+            // An in-memory database is only reachable through its one connection.
+            None => crate::snapshot_keys_in_pages(self, page, each).await,
+        }
     }
 
     async fn live_key_count(&self) -> Result<u64> {

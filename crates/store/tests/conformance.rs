@@ -124,6 +124,53 @@ async fn unreadable_file_is_an_internal_error() {
     ));
 }
 
+/// The snapshot's keys read in one pass from a file: a row whose restrictions do not decode
+/// ends the read with an internal error, after the pages before it, and nothing is changed.
+#[tokio::test]
+async fn snapshot_keys_from_a_damaged_row_are_an_internal_error() {
+    use sqlx::ConnectOptions;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keyplane.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let project = conformance::project(1);
+    store.create_project(&project).await.unwrap();
+    let keys: Vec<_> = (1..=30)
+        .map(|n| conformance::api_key(project.number, n))
+        .collect();
+    store.create_keys(&keys).await.unwrap();
+    let mut whole = 0;
+    store
+        .live_snapshot_keys(10, &mut |page| whole += page.len())
+        .await
+        .unwrap();
+    assert_eq!(whole, 30);
+
+    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&path)
+        .connect()
+        .await
+        .unwrap();
+    // The table is STRICT, so a column cannot hold another type: what can be damaged is the
+    // restrictions' JSON.
+    for damage in [
+        "update api_keys set restrictions = '{not json' where rowid = 25",
+        "update api_keys set restrictions = '[1, 2]' where rowid = 25",
+    ] {
+        sqlx::query(damage).execute(&mut conn).await.unwrap();
+        let mut read = Vec::new();
+        let e = store
+            .live_snapshot_keys(10, &mut |page| read.push(page.len()))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, StoreError::Internal(m) if m.contains("restrictions")),
+            "{e:?}"
+        );
+        assert_eq!(read, [10, 10], "{damage}");
+    }
+    assert_eq!(store.live_key_count().await.unwrap(), 30);
+}
+
 /// What `_sqlx_migrations` says was applied: (version, success, checksum).
 async fn applied_migrations(path: &Path) -> Vec<(i64, bool, Vec<u8>)> {
     use sqlx::ConnectOptions;
