@@ -17,7 +17,8 @@
 # KEYPLANE_PORTABLE=1 leaves the AVX2 defaults on both sides). The first run compiles
 # llama.cpp twice (the wheel, then llama-server): about 15-20 minutes on 2 cores; later runs reuse both.
 #
-# Environment: ROUNDS (default 2), MAX_TOKENS (default 128), CONCURRENCY (default 1,2,4),
+# Environment: ROUNDS (default 2), REFERENCE_ROUNDS (rounds llama-cpp-python runs in,
+# default 1), MAX_TOKENS (default 128), CONCURRENCY (default 1,2,4),
 # SKIP_LLAMA_CPP_PYTHON=1 to leave that server out.
 set -euo pipefail
 
@@ -144,4 +145,4 @@ log "llama-cpp-python $LLAMA_CPP_PYTHON_VERSION; llama-server: $("$LLAMA_SERVER"
 python3 "$ROOT/bench/model_bench.py" \
   --keyplane "http://127.0.0.1:$KP_PORT" --keyplane-key "$KEY" \
   --llama-server "http://127.0.0.1:$LS_PORT" "${LCP_ARGS[@]}" \
-  --rounds "${ROUNDS:-2}" --max-tokens "${MAX_TOKENS:-128}" --concurrency "${CONCURRENCY:-1,2,4}"
+  --rounds "${ROUNDS:-2}" --reference-rounds "${REFERENCE_ROUNDS:-1}" --max-tokens "${MAX_TOKENS:-128}" --concurrency "${CONCURRENCY:-1,2,4}"

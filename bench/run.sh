@@ -56,7 +56,7 @@ MODEL=gemini-2.5-flash
 GEN_PATH="/v1beta/models/$MODEL:generateContent"
 STREAM_PATH="/v1beta/models/$MODEL:streamGenerateContent?alt=sse"
 
-log() { echo "bench: $*" >&2; }
+log() { echo "bench: [$(($(date +%s) - ${T0:-$(date +%s)})) s] $*" >&2; }
 T0=$(date +%s)
 
 # --- tools -------------------------------------------------------------------------------
@@ -404,6 +404,28 @@ db.commit()
 print(f"bench:   removed {n} usage buckets left in the store by earlier runs", file=sys.stderr)
 PY
   sync
+  # Started twice. First with the store's files dropped from the page cache: what a start
+  # after boot reads, and what this VM's DAMON page-out of file pages idle for a minute
+  # leaves a later run (whether the host still caches the disk image decides how long those
+  # reads take: 5.5 s and 25 s were measured for the same start). Then again with the files
+  # cached, as any restart finds them: that start is the one the target is judged on, and
+  # the one measured further.
+  python3 - "$SCALE_DIR/data"/keyplane.db* <<'PY'
+import os, sys
+for path in sys.argv[1:]:
+    fd = os.open(path, os.O_RDONLY)
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    os.close(fd)
+PY
+  start_keyplane "$SCALE_DIR/data" "$KP_PORT" scale-uncached
+  read -r t_start t_listen <"$WORK/scale-uncached.timing"
+  uncached_ms=$(((t_listen - t_start) / 1000000))
+  uncached_read=$(awk '/^read_bytes:/{print $2}' "/proc/$KP_PID/io")
+  stop "$KP_PID"
+  # curl is run once before the clock starts: a first run after DAMON paged its libraries
+  # out can take seconds to load them from a slow disk (4.0 s to the first success against
+  # 0.85 s to listening at 19:08), which is the harness's time, not the server's.
+  curl -s --version >/dev/null
   start_keyplane "$SCALE_DIR/data" "$KP_PORT" scale
   read -r t_start t_listen <"$WORK/scale.timing"
   mem_start=$(proc_mem "$KP_PID")
@@ -427,7 +449,7 @@ PY
   load "scale-load" --url "$kp" --keys "$SCALE_DIR/keys.txt" "${common[@]}"
   mem_load=$(proc_mem "$KP_PID")
   cat >"$RAW/scale.json" <<EOF
-{"keys": $SCALE_KEYS, "start_to_listening_ms": $(((t_listen - t_start) / 1000000)), "start_to_first_ok_ms": $(((t_first - t_start) / 1000000)), "after_start": $mem_start, "after_load": $mem_load}
+{"keys": $SCALE_KEYS, "start_to_listening_ms": $(((t_listen - t_start) / 1000000)), "start_to_first_ok_ms": $(((t_first - t_start) / 1000000)), "uncached_start_to_listening_ms": $uncached_ms, "uncached_start_read_bytes": $uncached_read, "after_start": $mem_start, "after_load": $mem_load}
 EOF
   stop "$KP_PID"
 fi
@@ -554,6 +576,9 @@ if s:
     w("| --- | ---: | --- |")
     w(f"| start → `listening` line | {s['start_to_listening_ms']} ms | |")
     w(f"| start → first successful request | {s['start_to_first_ok_ms']} ms | ≤ 10 s |")
+    if "uncached_start_to_listening_ms" in s:
+        ms, read = s["uncached_start_to_listening_ms"], s["uncached_start_read_bytes"] / 1e6
+        w(f"| the store's files dropped from the page cache first: start → `listening` line | {ms} ms, {read:.0f} MB read from the disk ({read / max(ms, 1) * 1000:.0f} MB/s) | |")
     w(f"| RSS after start (VmRSS / VmHWM) | {s['after_start']['rss_kib'] / 1024:.0f} / {s['after_start']['hwm_kib'] / 1024:.0f} MiB | ≤ 512 MiB |")
     w(f"| RSS after load (VmRSS / VmHWM) | {s['after_load']['rss_kib'] / 1024:.0f} / {s['after_load']['hwm_kib'] / 1024:.0f} MiB | ≤ 512 MiB |")
     if cold and warm:

@@ -879,6 +879,10 @@ impl KeyStore for SqliteStore {
         each: &mut (dyn FnMut(Vec<SnapshotKey>) + Send),
     ) -> Result<()> {
         match &self.file {
+            // Like every other call after `close`, this one fails (its connection would not).
+            Some(_) if self.read.is_closed() => Err(StoreError::Internal(
+                "live_snapshot_keys: the store is closed".into(),
+            )),
             Some(path) => snapshot::live_snapshot_keys(path, page, each).await,
             // An in-memory database is only reachable through its one connection.
             None => crate::snapshot_keys_in_pages(self, page, each).await,

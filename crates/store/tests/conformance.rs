@@ -169,6 +169,16 @@ async fn snapshot_keys_from_a_damaged_row_are_an_internal_error() {
         assert_eq!(read, [10, 10], "{damage}");
     }
     assert_eq!(store.live_key_count().await.unwrap(), 30);
+    // A closed store reads nothing.
+    store.close().await;
+    let mut after_close = 0;
+    assert!(matches!(
+        store
+            .live_snapshot_keys(10, &mut |_| after_close += 1)
+            .await,
+        Err(StoreError::Internal(_))
+    ));
+    assert_eq!(after_close, 0);
 }
 
 /// What `_sqlx_migrations` says was applied: (version, success, checksum).
