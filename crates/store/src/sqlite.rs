@@ -342,9 +342,28 @@ where
         .map_err(|e| StoreError::Internal(format!("column {name}: {e}")))
 }
 
-/// Distinct restrictions texts one snapshot page remembers decoding (a linear search: a
-/// page holds a handful of distinct values, usually one).
+/// Distinct restrictions texts [`DecodedRestrictions`] remembers (a linear search: the keys
+/// read in bulk hold a handful of distinct values, usually one).
 const DECODED_RESTRICTIONS: usize = 8;
+
+/// Restrictions decoded while reading keys in bulk for the snapshot: most keys share theirs
+/// with many others (none at all, or the same API target), so equal JSON text is decoded
+/// once and its keys share one value.
+#[derive(Default)]
+struct DecodedRestrictions(Vec<(String, Arc<Restrictions>)>);
+
+impl DecodedRestrictions {
+    fn decode(&mut self, text: &str) -> Result<Arc<Restrictions>> {
+        if let Some((_, r)) = self.0.iter().find(|(t, _)| t == text) {
+            return Ok(Arc::clone(r));
+        }
+        let r = Arc::new(from_json::<Restrictions>("restrictions", text)?);
+        if self.0.len() < DECODED_RESTRICTIONS {
+            self.0.push((text.to_owned(), Arc::clone(&r)));
+        }
+        Ok(r)
+    }
+}
 
 /// The rowid after which a page of live keys starts (`live_keys_page`'s cursor).
 fn key_page_cursor(after: Option<&[u8]>) -> Result<i64> {
@@ -846,22 +865,11 @@ impl KeyStore for SqliteStore {
             }
             _ => None,
         };
-        // Most keys share their restrictions with many others (none at all, or the same
-        // API target): equal JSON text is decoded once per page.
-        let mut decoded: Vec<(String, Arc<Restrictions>)> = Vec::new();
+        // Equal restrictions are decoded once per page.
+        let mut decoded = DecodedRestrictions::default();
         let mut keys = Vec::with_capacity(rows.len());
         for row in &rows {
-            let text: &str = col_at(row, 4, "restrictions")?;
-            let restrictions = match decoded.iter().find(|(t, _)| t == text) {
-                Some((_, r)) => Arc::clone(r),
-                None => {
-                    let r = Arc::new(from_json::<Restrictions>("restrictions", text)?);
-                    if decoded.len() < DECODED_RESTRICTIONS {
-                        decoded.push((text.to_owned(), Arc::clone(&r)));
-                    }
-                    r
-                }
-            };
+            let restrictions = decoded.decode(col_at(row, 4, "restrictions")?)?;
             keys.push(SnapshotKey {
                 project_number: col_at(row, 1, "project_number")?,
                 key_id: col_at(row, 2, "key_id")?,

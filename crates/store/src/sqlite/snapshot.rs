@@ -4,13 +4,10 @@
 //! blocking thread steps the statement and reads each column in place, and hands the keys
 //! over in pages while it reads the next.
 
-use super::{BUSY_TIMEOUT, DECODED_RESTRICTIONS};
-use crate::codec::from_json;
+use super::{DecodedRestrictions, BUSY_TIMEOUT};
 use crate::{Result, SnapshotKey, StoreError};
-use keyplane_core::Restrictions;
 use rusqlite::{Connection, OpenFlags, Row};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use tokio::sync::mpsc;
 
 /// Pages read ahead of the one being loaded (bounds what sits between the two threads).
@@ -53,9 +50,8 @@ fn read_keys(path: &Path, page: usize, tx: &mpsc::Sender<Vec<SnapshotKey>>) -> R
     conn.busy_timeout(BUSY_TIMEOUT).map_err(failed)?;
     let mut statement = conn.prepare(LIVE_SNAPSHOT_KEYS).map_err(failed)?;
     let mut rows = statement.query([]).map_err(failed)?;
-    // Most keys share their restrictions with many others (none at all, or the same API
-    // target): equal JSON text is decoded once.
-    let mut decoded: Vec<(String, Arc<Restrictions>)> = Vec::new();
+    // Equal restrictions are decoded once for the whole read.
+    let mut decoded = DecodedRestrictions::default();
     let mut keys = Vec::with_capacity(page.min(1 << 16));
     while let Some(row) = rows.next().map_err(failed)? {
         keys.push(snapshot_key(row, &mut decoded)?);
@@ -74,10 +70,7 @@ fn read_keys(path: &Path, page: usize, tx: &mpsc::Sender<Vec<SnapshotKey>>) -> R
 }
 
 /// A row of [`LIVE_SNAPSHOT_KEYS`]. Each column must hold the type the schema gives it.
-fn snapshot_key(
-    row: &Row<'_>,
-    decoded: &mut Vec<(String, Arc<Restrictions>)>,
-) -> Result<SnapshotKey> {
+fn snapshot_key(row: &Row<'_>, decoded: &mut DecodedRestrictions) -> Result<SnapshotKey> {
     let column = |name: &str, e: rusqlite::Error| {
         StoreError::Internal(format!("live_snapshot_keys: column {name}: {e}"))
     };
@@ -85,16 +78,7 @@ fn snapshot_key(
         .get_ref(3)
         .and_then(|v| v.as_str().map_err(Into::into))
         .map_err(|e| column("restrictions", e))?;
-    let restrictions = match decoded.iter().find(|(t, _)| t == text) {
-        Some((_, r)) => Arc::clone(r),
-        None => {
-            let r = Arc::new(from_json::<Restrictions>("restrictions", text)?);
-            if decoded.len() < DECODED_RESTRICTIONS {
-                decoded.push((text.to_owned(), Arc::clone(&r)));
-            }
-            r
-        }
-    };
+    let restrictions = decoded.decode(text)?;
     Ok(SnapshotKey {
         project_number: row.get(0).map_err(|e| column("project_number", e))?,
         key_id: row.get(1).map_err(|e| column("key_id", e))?,
