@@ -17,9 +17,12 @@
 # KEYPLANE_PORTABLE=1 leaves the AVX2 defaults on both sides). The first run compiles
 # llama.cpp twice (the wheel, then llama-server): about 15-20 minutes on 2 cores; later runs reuse both.
 #
-# Environment: ROUNDS (default 2), REFERENCE_ROUNDS (rounds llama-cpp-python runs in,
-# default 1), MAX_TOKENS (default 128), CONCURRENCY (default 1,2,4),
-# SKIP_LLAMA_CPP_PYTHON=1 to leave that server out.
+# Environment: ROUNDS (alternating rounds, each server alone; default 1), REFERENCE_ROUNDS
+# (rounds llama-cpp-python runs in, default 1), SIDE_BY_SIDE_ROUNDS (default 4: Keyplane and
+# llama-server measured at the same moment on a CPU each, swapping CPUs between rounds; the
+# target is judged on these; 0 for none), PIN (default 1: servers on CPU 1, the client on
+# CPU 0, in the alternating rounds), MAX_TOKENS (default 128),
+# CONCURRENCY (default 1,2,4), SKIP_LLAMA_CPP_PYTHON=1 to leave that server out.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -105,6 +108,17 @@ wait_line() { # TEXT LOGFILE
   log "timed out waiting for '$1'; the log:"; tail -20 "$2" >&2; exit 1
 }
 
+# Placement: on a machine with two CPUs or more the servers run on CPU 1 and the benchmark
+# client on CPU 0 (PIN=0 leaves placement to the scheduler), so the client's parsing of four
+# streams never takes time from a server's one compute thread, and no compute thread moves
+# between CPUs in a cell. Each server's HTTP threads share its CPU, the same for all three.
+SERVER_CPU=()
+CLIENT_CPU=()
+if [ "${PIN:-1}" = 1 ] && [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
+  SERVER_CPU=(taskset -c 1)
+  CLIENT_CPU=(taskset -c 0)
+fi
+
 KP_PORT="$(free_port)"
 cat >"$TMP/keyplane.toml" <<'TOML'
 [local]
@@ -116,24 +130,26 @@ rpm = 1000000000
 tpm = 1000000000000
 rpd = 1000000000000
 TOML
-"$KEYPLANE" serve --listen "127.0.0.1:$KP_PORT" --data-dir "$TMP/kp" --model "$KEYPLANE_MODEL" \
+"${SERVER_CPU[@]}" "$KEYPLANE" serve --listen "127.0.0.1:$KP_PORT" --data-dir "$TMP/kp" --model "$KEYPLANE_MODEL" \
   --config "$TMP/keyplane.toml" >"$TMP/keyplane.log" 2>&1 &
-PIDS+=($!)
+KP_PID=$!
+PIDS+=($KP_PID)
 wait_line "keyplane listening on" "$TMP/keyplane.log"
 KEY="$("$KEYPLANE" --credentials "$TMP/kp/owner-credentials.json" --format json keys create |
   python3 -c 'import json,sys; print(json.load(sys.stdin)["keyString"])')"
 
 LS_PORT="$(free_port)"
-"$LLAMA_SERVER" --model "$KEYPLANE_MODEL" --host 127.0.0.1 --port "$LS_PORT" \
+"${SERVER_CPU[@]}" "$LLAMA_SERVER" --model "$KEYPLANE_MODEL" --host 127.0.0.1 --port "$LS_PORT" \
   --threads 1 --threads-batch 1 --parallel 4 --ctx-size 8192 --batch-size 512 --ubatch-size 512 \
   --no-webui >"$TMP/llama-server.log" 2>&1 &
-PIDS+=($!)
+LS_PID=$!
+PIDS+=($LS_PID)
 wait_http "http://127.0.0.1:$LS_PORT/health" "$TMP/llama-server.log"
 
 LCP_ARGS=()
 if [ "${SKIP_LLAMA_CPP_PYTHON:-0}" != 1 ]; then
   LCP_PORT="$(free_port)"
-  "$VENV/bin/python" -m llama_cpp.server --model "$KEYPLANE_MODEL" --host 127.0.0.1 --port "$LCP_PORT" \
+  "${SERVER_CPU[@]}" "$VENV/bin/python" -m llama_cpp.server --model "$KEYPLANE_MODEL" --host 127.0.0.1 --port "$LCP_PORT" \
     --n_threads 1 --n_threads_batch 1 --n_ctx 2048 --n_batch 512 --n_ubatch 512 \
     --interrupt_requests False >"$TMP/llama-cpp-python.log" 2>&1 &
   PIDS+=($!)
@@ -141,8 +157,15 @@ if [ "${SKIP_LLAMA_CPP_PYTHON:-0}" != 1 ]; then
   LCP_ARGS=(--llama-cpp-python "http://127.0.0.1:$LCP_PORT")
 fi
 
+# Side by side rounds (the paired measure, see model_bench.py) need a CPU for each server.
+SIDE_ARGS=()
+if [ ${#SERVER_CPU[@]} -gt 0 ] && [ "${SIDE_BY_SIDE_ROUNDS:-4}" -gt 0 ]; then
+  SIDE_ARGS=(--side-by-side-rounds "${SIDE_BY_SIDE_ROUNDS:-4}" --keyplane-pid "$KP_PID" --llama-server-pid "$LS_PID")
+fi
+
 log "llama-cpp-python $LLAMA_CPP_PYTHON_VERSION; llama-server: $("$LLAMA_SERVER" --version 2>&1 | grep -m1 version || true)"
-python3 "$ROOT/bench/model_bench.py" \
+"${CLIENT_CPU[@]}" python3 "$ROOT/bench/model_bench.py" \
   --keyplane "http://127.0.0.1:$KP_PORT" --keyplane-key "$KEY" \
   --llama-server "http://127.0.0.1:$LS_PORT" "${LCP_ARGS[@]}" \
-  --rounds "${ROUNDS:-2}" --reference-rounds "${REFERENCE_ROUNDS:-1}" --max-tokens "${MAX_TOKENS:-128}" --concurrency "${CONCURRENCY:-1,2,4}"
+  --rounds "${ROUNDS:-1}" --reference-rounds "${REFERENCE_ROUNDS:-1}" --max-tokens "${MAX_TOKENS:-128}" --concurrency "${CONCURRENCY:-1,2,4}" \
+  "${SIDE_ARGS[@]}"

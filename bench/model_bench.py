@@ -17,11 +17,22 @@ generation time (first text to last text). Per cell (prompt x concurrency x serv
   time, i.e. the aggregate decoding rate while they run side by side.
 Servers are measured in turn within each round (alternating, so that noise from other work
 on the machine hits them alike); the best round of each cell is reported.
+
+Side by side (`--side-by-side-rounds N`, with both servers' process ids): Keyplane and
+llama-server each get one CPU of their own and every cell is sent to both at the same
+moment, so whatever slows the machine during a cell slows both alike; between rounds the
+two swap CPUs (`taskset -a -p`), so neither keeps the better CPU. Per cell the ratio is the
+geometric mean over the rounds of Keyplane's figure over llama-server's in the same round.
+On a machine whose speed moves by 10-20% from one minute to the next, this paired ratio
+is the steady one; the alternating rounds above give each server's figures alone.
 """
 
 import argparse
 import http.client
 import json
+import math
+import os
+import subprocess
 import sys
 import threading
 import time
@@ -259,6 +270,93 @@ def run_cell(server, prompt, concurrency, max_tokens):
     }
 
 
+def pin(pid, cpu):
+    """Moves every thread of a running process to one CPU."""
+    subprocess.run(
+        ["taskset", "-a", "-p", "-c", str(cpu), str(pid)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def side_by_side(kp, ls, pids, cpus, rounds, prompts, levels, max_tokens):
+    """Per (prompt, concurrency): one (keyplane cell, llama-server cell, keyplane's CPU) a
+    round, both cells run at the same moment with each server alone on its CPU."""
+    # The client may run anywhere: it sleeps on its sockets nearly all the time.
+    os.sched_setaffinity(0, range(os.cpu_count()))
+    out = {}
+    for rnd in range(rounds):
+        kp_cpu, ls_cpu = (cpus[0], cpus[1]) if rnd % 2 == 0 else (cpus[1], cpus[0])
+        pin(pids[0], kp_cpu)
+        pin(pids[1], ls_cpu)
+        # One short cell after the move, untimed, so that neither starts on cold caches.
+        both(kp, ls, SHORT_PROMPT, 1, 8)
+        for p in prompts:
+            for c in levels:
+                k, l = both(kp, ls, PROMPTS[p], c, max_tokens)
+                print(
+                    f"side by side {rnd + 1} {p:5} x{c} keyplane (CPU {kp_cpu}) gen {k['gen_tps']:6.1f}"
+                    f"  llama-server (CPU {ls_cpu}) gen {l['gen_tps']:6.1f}"
+                    f"  ratio {k['gen_tps'] / l['gen_tps']:.0%}",
+                    file=sys.stderr,
+                )
+                out.setdefault((p, c), []).append((k, l, kp_cpu))
+    return out
+
+
+def both(a, b, prompt, concurrency, max_tokens):
+    """run_cell on two servers at the same moment."""
+    cells = [None, None]
+    errors = []
+
+    def one(i, server):
+        try:
+            cells[i] = run_cell(server, prompt, concurrency, max_tokens)
+        except Exception as e:  # raised below
+            errors.append(e)
+
+    threads = [threading.Thread(target=one, args=(i, s)) for i, s in enumerate((a, b))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return cells
+
+
+def geomean(xs):
+    return math.exp(sum(math.log(x) for x in xs) / len(xs))
+
+
+def print_side_by_side(paired, prompts, levels, args):
+    n = args.side_by_side_rounds
+    print(
+        f"\nSide by side: Keyplane and llama-server at the same moment, one CPU each, "
+        f"{n} rounds, the two swapping CPUs between rounds; ratio = geometric mean over the "
+        f"rounds of Keyplane's figure / llama-server's in the same round.\n"
+    )
+    print(
+        "| prompt | concurrent | Keyplane gen tok/s by round | llama-server gen tok/s by round "
+        "| Keyplane / llama-server: prompt | Keyplane / llama-server: generation |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    gens = []
+    for p in prompts:
+        for c in levels:
+            rows = paired[(p, c)]
+            kg = " / ".join(f"{k['gen_tps']:.1f}" for k, _, _ in rows)
+            lg = " / ".join(f"{l['gen_tps']:.1f}" for _, l, _ in rows)
+            pp = geomean([k["pp_tps"] / l["pp_tps"] for k, l, _ in rows])
+            gen = geomean([k["gen_tps"] / l["gen_tps"] for k, l, _ in rows])
+            gens.append(gen)
+            print(f"| {p} | {c} | {kg} | {lg} | {pp:.0%} | {gen:.0%} |")
+    print(
+        f"\nGeneration, Keyplane / llama-server side by side: {min(gens):.0%}-{max(gens):.0%} "
+        f"over the {len(gens)} cells (target >= 95% in each)."
+    )
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--keyplane", required=True, help="base URL")
@@ -276,6 +374,15 @@ def main():
         default=1,
         help="rounds llama-cpp-python (a reference, not what the target compares with) runs in",
     )
+    ap.add_argument(
+        "--side-by-side-rounds",
+        type=int,
+        default=0,
+        help="rounds with Keyplane and llama-server measured at once, one CPU each",
+    )
+    ap.add_argument("--keyplane-pid", type=int, help="for --side-by-side-rounds")
+    ap.add_argument("--llama-server-pid", type=int, help="for --side-by-side-rounds")
+    ap.add_argument("--cpus", default="0,1", help="the two CPUs side by side rounds use")
     args = ap.parse_args()
 
     servers = [Keyplane("keyplane", args.keyplane, args.keyplane_key, args.keyplane_model)]
@@ -321,9 +428,29 @@ def main():
                             old[f] = max(old[f], cell[f])
                         old["ttft_ms"] = min(old["ttft_ms"], cell["ttft_ms"])
 
+    paired = None
+    if args.side_by_side_rounds > 0 and args.llama_server:
+        if not (args.keyplane_pid and args.llama_server_pid):
+            raise SystemExit("--side-by-side-rounds needs --keyplane-pid and --llama-server-pid")
+        paired = side_by_side(
+            servers[0],
+            servers[1],
+            (args.keyplane_pid, args.llama_server_pid),
+            [int(c) for c in args.cpus.split(",")],
+            args.side_by_side_rounds,
+            prompts,
+            levels,
+            args.max_tokens,
+        )
+
     print(
         f"Local model: SmolLM2-135M-Instruct Q4_1, 1 thread, greedy, {args.max_tokens} output "
-        f"tokens max, streamed; best of {args.rounds} alternating rounds"
+        f"tokens max, streamed; "
+        + (
+            f"best of {args.rounds} alternating rounds"
+            if args.rounds > 1
+            else "one round, the servers in turn, each alone"
+        )
         + (
             " (llama-cpp-python, a reference outside the target, in the first "
             + (
@@ -357,6 +484,8 @@ def main():
                     f"| {p} | {c} | {s.name} | {cell['prompt_tokens']:.0f} | {cell['ttft_ms']:.0f} "
                     f"| {cell['pp_tps']:.0f} | {cell['out_tokens']:.0f} | {cell['gen_tps']:.1f} {ratios}"
                 )
+    if paired is not None:
+        print_side_by_side(paired, prompts, levels, args)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ use keyplane_core::quota::UsageRow;
 use keyplane_wire::ApiError;
 use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::app::AppState;
@@ -79,7 +79,10 @@ pub struct Meter {
 
 #[derive(Default)]
 struct Pending {
-    index: HashMap<u64, u32>,
+    /// Buckets by their identity's hash (already a hash: not hashed again).
+    index: HashMap<u64, u32, BuildHasherDefault<Prehashed>>,
+    /// Seeded at random for each set of pending buckets.
+    hasher: foldhash::fast::RandomState,
     buckets: Vec<Bucket>,
 }
 
@@ -100,19 +103,36 @@ struct Identity<'a> {
     code: u16,
 }
 
+/// The hasher of [`Pending::index`], whose keys are hashes already.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
 impl Identity<'_> {
-    fn hash(&self) -> u64 {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        (
+    fn hash(&self, state: &foldhash::fast::RandomState) -> u64 {
+        state.hash_one((
             self.project_number,
             self.key_id,
             self.model,
             self.method,
             self.minute,
             self.code,
-        )
-            .hash(&mut h);
-        h.finish()
+        ))
     }
 
     fn is(&self, k: &BucketKey) -> bool {
@@ -129,7 +149,7 @@ impl Pending {
     /// Adds `add` to the bucket of `id` (made when new, unless the arena is full);
     /// returns how many buckets are pending.
     fn add(&mut self, id: &Identity<'_>, add: Counters) -> usize {
-        let h = id.hash();
+        let h = id.hash(&self.hasher);
         let head = self.index.get(&h).copied().unwrap_or(u32::MAX);
         let mut at = head;
         while at != u32::MAX {
@@ -475,10 +495,16 @@ struct UsageScan {
     candidates: Option<u64>,
 }
 
-const PROMPT: &[u8] = b"\"promptTokenCount\"";
-const CANDIDATES: &[u8] = b"\"candidatesTokenCount\"";
+/// What both field names end with; the scan finds this and then looks at what precedes it.
+const TOKEN_COUNT: &[u8] = b"TokenCount\"";
+const PROMPT: &[u8] = b"\"prompt";
+const CANDIDATES: &[u8] = b"\"candidates";
 /// Enough of a chunk's end to hold a field name split by the boundary and its number.
 const CARRY: usize = 64;
+
+/// Built once: a forward finder, which (unlike a reverse one) has a vectorised prefilter.
+static TOKEN_COUNT_FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(TOKEN_COUNT));
 
 impl UsageScan {
     fn feed(&mut self, chunk: &[u8]) {
@@ -487,11 +513,12 @@ impl UsageScan {
             self.carry.extend_from_slice(chunk);
         }
         let hay: &[u8] = if joined { &self.carry } else { chunk };
-        if let Some(p) = last_count(hay, &PROMPT_FINDER) {
-            self.prompt = Some(p);
+        let (prompt, candidates) = last_counts(hay);
+        if prompt.is_some() {
+            self.prompt = prompt;
         }
-        if let Some(c) = last_count(hay, &CANDIDATES_FINDER) {
-            self.candidates = Some(c);
+        if candidates.is_some() {
+            self.candidates = candidates;
         }
         let keep = hay.len().min(CARRY);
         if joined {
@@ -503,44 +530,47 @@ impl UsageScan {
     }
 }
 
-static PROMPT_FINDER: std::sync::LazyLock<memchr::memmem::FinderRev<'static>> =
-    std::sync::LazyLock::new(|| memchr::memmem::FinderRev::new(PROMPT));
-static CANDIDATES_FINDER: std::sync::LazyLock<memchr::memmem::FinderRev<'static>> =
-    std::sync::LazyLock::new(|| memchr::memmem::FinderRev::new(CANDIDATES));
-
-/// The number after the last complete occurrence of the finder's `"name"` followed by `:`
-/// (searched from the end, where Gemini puts `usageMetadata`).
-fn last_count(hay: &[u8], name: &memchr::memmem::FinderRev<'_>) -> Option<u64> {
-    let len = name.needle().len();
-    let mut end = hay.len();
-    while let Some(at) = name.rfind(&hay[..end]) {
-        end = at;
-        let mut i = at + len;
-        while i < hay.len() && hay[i].is_ascii_whitespace() {
-            i += 1;
-        }
-        if hay.get(i) != Some(&b':') {
+/// The numbers after the last complete `"promptTokenCount": N` and
+/// `"candidatesTokenCount": N` in `hay`, in one forward pass over it.
+fn last_counts(hay: &[u8]) -> (Option<u64>, Option<u64>) {
+    let (mut prompt, mut candidates) = (None, None);
+    for at in TOKEN_COUNT_FINDER.find_iter(hay) {
+        let name = &hay[..at];
+        let slot = if name.ends_with(PROMPT) {
+            &mut prompt
+        } else if name.ends_with(CANDIDATES) {
+            &mut candidates
+        } else {
             continue;
-        }
-        i += 1;
-        while i < hay.len() && hay[i].is_ascii_whitespace() {
-            i += 1;
-        }
-        let start = i;
-        while i < hay.len() && hay[i].is_ascii_digit() {
-            i += 1;
-        }
-        // Digits running to the end of what is here may go on in the next chunk.
-        if i > start && i < hay.len() {
-            if let Some(n) = std::str::from_utf8(&hay[start..i])
-                .ok()
-                .and_then(|s| s.parse().ok())
-            {
-                return Some(n);
-            }
+        };
+        if let Some(n) = count_after(hay, at + TOKEN_COUNT.len()) {
+            *slot = Some(n);
         }
     }
-    None
+    (prompt, candidates)
+}
+
+/// The number in `: N` at `i`, if it is whole: digits running to the end of what is here
+/// may go on in the next chunk.
+fn count_after(hay: &[u8], mut i: usize) -> Option<u64> {
+    while i < hay.len() && hay[i].is_ascii_whitespace() {
+        i += 1;
+    }
+    if hay.get(i) != Some(&b':') {
+        return None;
+    }
+    i += 1;
+    while i < hay.len() && hay[i].is_ascii_whitespace() {
+        i += 1;
+    }
+    let start = i;
+    while i < hay.len() && hay[i].is_ascii_digit() {
+        i += 1;
+    }
+    if i == start || i == hay.len() {
+        return None;
+    }
+    std::str::from_utf8(&hay[start..i]).ok()?.parse().ok()
 }
 
 #[cfg(test)]
@@ -643,6 +673,19 @@ mod tests {
             "data: {\"usageMetadata\":{\"promptTokenCount\":9,\"candidatesTokenCount\":40}}\r\n\r\n",
         ];
         assert_eq!(scan(&sse), (Some(9), Some(40)));
+    }
+
+    #[test]
+    fn other_token_counts_are_not_taken_for_these_two() {
+        // Gemini's usageMetadata has more counts ending in "TokenCount"; only the prompt's and
+        // the candidates' are metered, and the last complete one of each wins.
+        let body = r#"{"usageMetadata":{"promptTokenCount":8,"candidatesTokenCount":12,"totalTokenCount":20,"cachedContentTokenCount":3,"toolUsePromptTokenCount":99,"thoughtsTokenCount":4,"promptTokensDetails":[{"modality":"TEXT","tokenCount":8}]}}"#;
+        assert_eq!(scan(&[body]), (Some(8), Some(12)));
+        let twice = r#"{"promptTokenCount" : 1, "candidatesTokenCount":2} {"promptTokenCount":3,"candidatesTokenCount" :4}"#;
+        assert_eq!(scan(&[twice]), (Some(3), Some(4)));
+        // A later occurrence that is not followed by a number does not undo an earlier one.
+        let broken = r#"{"promptTokenCount":5,"candidatesTokenCount":6} "promptTokenCount": x "candidatesTokenCount""#;
+        assert_eq!(scan(&[broken]), (Some(5), Some(6)));
     }
 
     #[test]

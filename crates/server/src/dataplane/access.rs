@@ -5,12 +5,13 @@
 
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, HeaderName};
 use keyplane_auth::restrictions::{self, CallerAddress, Client, Denied};
 use keyplane_auth::snapshot::KeyDenied;
 use keyplane_auth::KeyEntry;
 use keyplane_core::{services, PlainKey};
 use keyplane_wire::ApiError;
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
 
@@ -18,6 +19,13 @@ use super::ephemeral::{self, EphemeralUse};
 use super::{api_version, Params};
 use crate::app::AppState;
 use crate::authz::{allowed, Resource};
+
+/// The request headers authorization reads, as names the header map finds without parsing.
+pub(super) static X_GOOG_API_KEY: HeaderName = HeaderName::from_static("x-goog-api-key");
+static X_ANDROID_PACKAGE: HeaderName = HeaderName::from_static("x-android-package");
+static X_ANDROID_CERT: HeaderName = HeaderName::from_static("x-android-cert");
+static X_IOS_BUNDLE_IDENTIFIER: HeaderName = HeaderName::from_static("x-ios-bundle-identifier");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// What authorization reads from a request: headers, query, the socket peer, the path's
 /// API version. An extractor, so handlers never assemble it by hand.
@@ -96,7 +104,9 @@ impl DataRequest {
         })
     }
 
-    pub(super) fn header(&self, name: &str) -> Option<String> {
+    /// A header's value, trimmed, if not empty. Names known ahead are passed as
+    /// [`HeaderName`]s (the constants below), which the map finds without parsing them.
+    pub(super) fn header(&self, name: impl header::AsHeaderName) -> Option<String> {
         self.headers
             .get(name)
             .map(|v| String::from_utf8_lossy(v.as_bytes()).trim().to_owned())
@@ -116,7 +126,7 @@ impl DataRequest {
 
     /// The API key presented: `x-goog-api-key`, else `?key=`.
     pub(super) fn api_key(&self) -> Option<String> {
-        self.header("x-goog-api-key")
+        self.header(&X_GOOG_API_KEY)
             .or_else(|| self.params.get("key").map(|k| k.trim().to_owned()))
             .filter(|k| !k.is_empty())
     }
@@ -125,7 +135,7 @@ impl DataRequest {
     fn client_address(&self, trusted: &[restrictions::IpNet]) -> CallerAddress {
         let forwarded: Vec<String> = self
             .headers
-            .get_all("x-forwarded-for")
+            .get_all(&X_FORWARDED_FOR)
             .iter()
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
             .collect();
@@ -139,7 +149,45 @@ impl DataRequest {
 #[derive(Debug, Clone)]
 pub struct Target {
     pub service: &'static str,
-    pub method: String,
+    pub method: Cow<'static, str>,
+}
+
+/// The Gemini RPCs most calls are, by (version, verb): their names without a `format!`.
+macro_rules! gemini_rpcs {
+    ($($version:literal => [$($verb:literal => $rpc:literal),* $(,)?]),* $(,)?) => {
+        fn known_gemini_rpc(version: &str, verb: &str) -> Option<&'static str> {
+            match (version, verb) {
+                $($(($version, $verb) => Some(concat!(
+                    "google.ai.generativelanguage.", $version, ".GenerativeService.", $rpc
+                )),)*)*
+                _ => None,
+            }
+        }
+    };
+}
+
+gemini_rpcs! {
+    "v1beta" => [
+        "generateContent" => "GenerateContent",
+        "streamGenerateContent" => "StreamGenerateContent",
+        "countTokens" => "CountTokens",
+        "embedContent" => "EmbedContent",
+        "batchEmbedContents" => "BatchEmbedContents",
+    ],
+    "v1" => [
+        "generateContent" => "GenerateContent",
+        "streamGenerateContent" => "StreamGenerateContent",
+        "countTokens" => "CountTokens",
+        "embedContent" => "EmbedContent",
+        "batchEmbedContents" => "BatchEmbedContents",
+    ],
+    "v1alpha" => [
+        "generateContent" => "GenerateContent",
+        "streamGenerateContent" => "StreamGenerateContent",
+        "countTokens" => "CountTokens",
+        "embedContent" => "EmbedContent",
+        "batchEmbedContents" => "BatchEmbedContents",
+    ],
 }
 
 impl Target {
@@ -147,12 +195,20 @@ impl Target {
     pub fn gemini(version: &str, interface: &str, method: impl std::fmt::Display) -> Target {
         Target {
             service: services::GENERATIVE_LANGUAGE,
-            method: format!("google.ai.generativelanguage.{version}.{interface}.{method}"),
+            method: Cow::Owned(format!(
+                "google.ai.generativelanguage.{version}.{interface}.{method}"
+            )),
         }
     }
 
     /// The Gemini RPC behind a `models/{id}:{verb}` POST.
     pub fn gemini_verb(version: &str, verb: &str) -> Target {
+        if let Some(rpc) = known_gemini_rpc(version, verb) {
+            return Target {
+                service: services::GENERATIVE_LANGUAGE,
+                method: Cow::Borrowed(rpc),
+            };
+        }
         let interface = match verb {
             "predict" | "predictLongRunning" => "PredictionService",
             _ => "GenerativeService",
@@ -164,10 +220,10 @@ impl Target {
     pub fn vertex(version: &str, verb: &str) -> Target {
         Target {
             service: services::AIPLATFORM,
-            method: format!(
+            method: Cow::Owned(format!(
                 "google.cloud.aiplatform.{version}.PredictionService.{}",
                 super::UpperCamel(verb)
-            ),
+            )),
         }
     }
 }
@@ -412,10 +468,19 @@ fn check_restrictions(
     if unrestricted {
         return Ok(());
     }
-    let referrer = req.header(header::REFERER.as_str());
-    let android_package = req.header("x-android-package");
-    let android_cert = req.header("x-android-cert");
-    let ios_bundle_id = req.header("x-ios-bundle-identifier");
+    // Only what the key's client restriction looks at is read.
+    let referrer = r
+        .browser_key_restrictions
+        .as_ref()
+        .and_then(|_| req.header(header::REFERER));
+    let (android_package, android_cert) = match &r.android_key_restrictions {
+        Some(_) => (req.header(&X_ANDROID_PACKAGE), req.header(&X_ANDROID_CERT)),
+        None => (None, None),
+    };
+    let ios_bundle_id = r
+        .ios_key_restrictions
+        .as_ref()
+        .and_then(|_| req.header(&X_IOS_BUNDLE_IDENTIFIER));
     let client = Client {
         address: if r.server_key_restrictions.is_some() {
             req.client_address(&state.settings.trusted_proxies)

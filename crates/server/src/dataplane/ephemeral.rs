@@ -26,6 +26,7 @@
 //!   INVALID_ARGUMENT; a locked field the request leaves out is filled in from the token.
 
 use axum::extract::State;
+use axum::http::{header, HeaderName};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
@@ -184,7 +185,7 @@ pub fn presented(req: &DataRequest) -> Option<String> {
     // Most requests carry an API key: a value is copied only when its raw bytes hold
     // PREFIX (a value that reads as a token once decoded and trimmed holds them as they are).
     let holds = |v: &[u8]| memchr::memmem::find(v, PREFIX.as_bytes()).is_some();
-    let header = |name: &str| {
+    let from_header = |name: &HeaderName| {
         req.headers
             .get(name)
             .is_some_and(|v| holds(v.as_bytes()))
@@ -197,7 +198,7 @@ pub fn presented(req: &DataRequest) -> Option<String> {
             .filter(|v| holds(v.as_bytes()))
             .map(str::to_owned)
     };
-    let auth = header("authorization").and_then(|v| {
+    let auth = from_header(&header::AUTHORIZATION).and_then(|v| {
         v.split_once(' ').and_then(|(scheme, t)| {
             (scheme.eq_ignore_ascii_case("token") || scheme.eq_ignore_ascii_case("bearer"))
                 .then(|| t.trim().to_owned())
@@ -205,7 +206,7 @@ pub fn presented(req: &DataRequest) -> Option<String> {
     });
     [
         auth,
-        header("x-goog-api-key"),
+        from_header(&super::access::X_GOOG_API_KEY),
         param("access_token"),
         param("key"),
     ]

@@ -259,5 +259,26 @@ mod tests {
             assert_eq!(t.service, keyplane_core::services::GENERATIVE_LANGUAGE);
         }
         assert_eq!(UpperCamel("countTokens").to_string(), "CountTokens");
+        // The names kept ready are the ones the general way builds.
+        for version in ["v1beta", "v1", "v1alpha", "v2"] {
+            for verb in [
+                "generateContent",
+                "streamGenerateContent",
+                "countTokens",
+                "embedContent",
+                "batchEmbedContents",
+                "predict",
+                "generateAnswer",
+            ] {
+                let t = Target::gemini_verb(version, verb);
+                let interface = if verb == "predict" {
+                    "PredictionService"
+                } else {
+                    "GenerativeService"
+                };
+                let built = Target::gemini(version, interface, UpperCamel(verb));
+                assert_eq!(t.method, built.method, "{version} {verb}");
+            }
+        }
     }
 }

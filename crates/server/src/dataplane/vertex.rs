@@ -48,7 +48,8 @@ pub async fn get_model(
         method: format!(
             "google.cloud.aiplatform.{}.ModelGardenService.GetPublisherModel",
             req.version
-        ),
+        )
+        .into(),
     };
     let caller = authorize(&state, &req, &target).await?;
     let (id, method) = split_model(&rest);
