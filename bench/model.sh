@@ -18,11 +18,12 @@
 # llama.cpp twice (the wheel, then llama-server): about 15-20 minutes on 2 cores; later runs reuse both.
 #
 # Environment: ROUNDS (alternating rounds, each server alone; default 1), REFERENCE_ROUNDS
-# (rounds llama-cpp-python runs in, default 1), SIDE_BY_SIDE_ROUNDS (default 4: Keyplane and
-# llama-server measured at the same moment on a CPU each, swapping CPUs between rounds; the
-# target is judged on these; 0 for none), PIN (default 1: servers on CPU 1, the client on
-# CPU 0, in the alternating rounds), MAX_TOKENS (default 128),
-# CONCURRENCY (default 1,2,4), SKIP_LLAMA_CPP_PYTHON=1 to leave that server out.
+# (rounds llama-cpp-python runs in, default 1), REFERENCE_CONCURRENCY (the most requests
+# llama-cpp-python, which answers one at a time, is sent at once; default 1),
+# SIDE_BY_SIDE_ROUNDS (default 4: Keyplane and llama-server measured at the same moment on a
+# CPU each, swapping CPUs between rounds; the target is judged on these; 0 for none), PIN
+# (default 1: servers on CPU 1, the client on CPU 0, in the alternating rounds), MAX_TOKENS
+# (default 128), CONCURRENCY (default 1,2,4), SKIP_LLAMA_CPP_PYTHON=1 to leave that server out.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -167,5 +168,5 @@ log "llama-cpp-python $LLAMA_CPP_PYTHON_VERSION; llama-server: $("$LLAMA_SERVER"
 "${CLIENT_CPU[@]}" python3 "$ROOT/bench/model_bench.py" \
   --keyplane "http://127.0.0.1:$KP_PORT" --keyplane-key "$KEY" \
   --llama-server "http://127.0.0.1:$LS_PORT" "${LCP_ARGS[@]}" \
-  --rounds "${ROUNDS:-1}" --reference-rounds "${REFERENCE_ROUNDS:-1}" --max-tokens "${MAX_TOKENS:-128}" --concurrency "${CONCURRENCY:-1,2,4}" \
+  --rounds "${ROUNDS:-1}" --reference-rounds "${REFERENCE_ROUNDS:-1}" --reference-concurrency "${REFERENCE_CONCURRENCY:-1}" --max-tokens "${MAX_TOKENS:-128}" --concurrency "${CONCURRENCY:-1,2,4}" \
   "${SIDE_ARGS[@]}"

@@ -375,6 +375,12 @@ def main():
         help="rounds llama-cpp-python (a reference, not what the target compares with) runs in",
     )
     ap.add_argument(
+        "--reference-concurrency",
+        type=int,
+        default=1,
+        help="the most concurrent requests llama-cpp-python (one at a time) is sent",
+    )
+    ap.add_argument(
         "--side-by-side-rounds",
         type=int,
         default=0,
@@ -411,6 +417,10 @@ def main():
                     # The slowest server, and no target's measure: its figures from the
                     # first rounds only keep the whole harness within its ten minutes.
                     if s.name == "llama-cpp-python" and rnd >= args.reference_rounds:
+                        continue
+                    # It answers one request at a time, so more at once only queue: its
+                    # cells above one at a time measure its queue, at a minute a round.
+                    if s.name == "llama-cpp-python" and c > args.reference_concurrency:
                         continue
                     cell = run_cell(s, PROMPTS[p], c, args.max_tokens)
                     print(
@@ -461,6 +471,12 @@ def main():
             if args.llama_cpp_python and args.reference_rounds < args.rounds
             else ""
         )
+        + (
+            f"; llama-cpp-python's server answers one request at a time and is sent at most "
+            f"{args.reference_concurrency} at once"
+            if args.llama_cpp_python
+            else ""
+        )
         + ".\n"
     )
     print(
@@ -472,7 +488,9 @@ def main():
         for c in levels:
             kp = best[(p, c, "keyplane")]
             for s in servers:
-                cell = best[(p, c, s.name)]
+                cell = best.get((p, c, s.name))
+                if cell is None:
+                    continue
                 if s.name == "keyplane":
                     ratios = "| |"
                 else:
