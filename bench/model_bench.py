@@ -297,7 +297,7 @@ def side_by_side(kp, ls, pids, cpus, rounds, prompts, levels, max_tokens):
                 print(
                     f"side by side {rnd + 1} {p:5} x{c} keyplane (CPU {kp_cpu}) gen {k['gen_tps']:6.1f}"
                     f"  llama-server (CPU {ls_cpu}) gen {l['gen_tps']:6.1f}"
-                    f"  ratio {k['gen_tps'] / l['gen_tps']:.0%}",
+                    f"  ratio {k['gen_tps'] / l['gen_tps']:.1%}",
                     file=sys.stderr,
                 )
                 out.setdefault((p, c), []).append((k, l, kp_cpu))
@@ -350,9 +350,9 @@ def print_side_by_side(paired, prompts, levels, args):
             pp = geomean([k["pp_tps"] / l["pp_tps"] for k, l, _ in rows])
             gen = geomean([k["gen_tps"] / l["gen_tps"] for k, l, _ in rows])
             gens.append(gen)
-            print(f"| {p} | {c} | {kg} | {lg} | {pp:.0%} | {gen:.0%} |")
+            print(f"| {p} | {c} | {kg} | {lg} | {pp:.1%} | {gen:.1%} |")
     print(
-        f"\nGeneration, Keyplane / llama-server side by side: {min(gens):.0%}-{max(gens):.0%} "
+        f"\nGeneration, Keyplane / llama-server side by side: {min(gens):.1%}-{max(gens):.1%} "
         f"over the {len(gens)} cells (target >= 95% in each)."
     )
 
