@@ -154,41 +154,34 @@ pub struct Target {
 
 /// The Gemini RPCs most calls are, by (version, verb): their names without a `format!`.
 macro_rules! gemini_rpcs {
-    ($($version:literal => [$($verb:literal => $rpc:literal),* $(,)?]),* $(,)?) => {
+    ([$($version:literal),*], $verbs:tt) => {
         fn known_gemini_rpc(version: &str, verb: &str) -> Option<&'static str> {
-            match (version, verb) {
-                $($(($version, $verb) => Some(concat!(
-                    "google.ai.generativelanguage.", $version, ".GenerativeService.", $rpc
-                )),)*)*
-                _ => None,
-            }
+            $(if version == $version {
+                return gemini_rpcs!(@verb $version, verb, $verbs);
+            })*
+            None
+        }
+    };
+    (@verb $version:literal, $verb:ident, [$($name:literal => $rpc:literal),* $(,)?]) => {
+        match $verb {
+            $($name => Some(concat!(
+                "google.ai.generativelanguage.", $version, ".GenerativeService.", $rpc
+            )),)*
+            _ => None,
         }
     };
 }
 
-gemini_rpcs! {
-    "v1beta" => [
+gemini_rpcs!(
+    ["v1beta", "v1", "v1alpha"],
+    [
         "generateContent" => "GenerateContent",
         "streamGenerateContent" => "StreamGenerateContent",
         "countTokens" => "CountTokens",
         "embedContent" => "EmbedContent",
         "batchEmbedContents" => "BatchEmbedContents",
-    ],
-    "v1" => [
-        "generateContent" => "GenerateContent",
-        "streamGenerateContent" => "StreamGenerateContent",
-        "countTokens" => "CountTokens",
-        "embedContent" => "EmbedContent",
-        "batchEmbedContents" => "BatchEmbedContents",
-    ],
-    "v1alpha" => [
-        "generateContent" => "GenerateContent",
-        "streamGenerateContent" => "StreamGenerateContent",
-        "countTokens" => "CountTokens",
-        "embedContent" => "EmbedContent",
-        "batchEmbedContents" => "BatchEmbedContents",
-    ],
-}
+    ]
+);
 
 impl Target {
     /// A Gemini API method: `google.ai.generativelanguage.{v}.{Service}.{Method}`.
