@@ -16,4 +16,4 @@ pub mod snapshot;
 pub mod tokens;
 
 pub use directory::Directory;
-pub use snapshot::{KeyDenied, KeyEntry, KeyPermit, Snapshot};
+pub use snapshot::{KeyDenied, KeyEntry, KeyPermit, Snapshot, WordHasher};

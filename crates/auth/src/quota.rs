@@ -11,6 +11,8 @@ use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 
+use crate::snapshot::WordHasher;
+
 /// The limits each tier grants, with per-model exceptions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QuotaTable {
@@ -68,12 +70,12 @@ pub struct ModelUsage {
 
 const SHARDS: usize = 16;
 
-type Shard = HashMap<i64, Vec<(Box<str>, Window)>, BuildHasherDefault<IdHasher>>;
+type Shard = HashMap<i64, Vec<(Box<str>, Window)>, BuildHasherDefault<WordHasher>>;
 
 /// Tiers and windows of every project.
 pub struct Quotas {
     table: QuotaTable,
-    tiers: RwLock<HashMap<i64, Tier, BuildHasherDefault<IdHasher>>>,
+    tiers: RwLock<HashMap<i64, Tier, BuildHasherDefault<WordHasher>>>,
     shards: [Mutex<Shard>; SHARDS],
 }
 
@@ -177,25 +179,6 @@ impl Quotas {
             .unwrap_or_default();
         out.sort_by(|a, b| a.model.cmp(&b.model));
         out
-    }
-}
-
-/// Project numbers are already spread out: hash them as themselves.
-#[derive(Default)]
-struct IdHasher(u64);
-
-impl std::hash::Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        // Spread the low bits over the table (multiplicative hashing).
-        self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-    }
-    fn write_i64(&mut self, n: i64) {
-        self.0 = n as u64;
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-        }
     }
 }
 

@@ -243,11 +243,12 @@ impl Hash for LookupHash {
     }
 }
 
-/// A hasher for keys that are one machine word: the lookup hash's first eight bytes or a
-/// project number, both chosen by the server, never by a caller. The word is mixed once
-/// (a multiply and a fold) so the table's bucket and tag bits both vary.
+/// A hasher for keys that are one machine word: the lookup hash's first eight bytes, a
+/// project number, or a hash already taken with a seed (the meter's bucket identities), all
+/// chosen by the server, never by a caller. The word is mixed once (a multiply and a fold)
+/// so the table's bucket and tag bits both vary.
 #[derive(Default)]
-struct WordHasher(u64);
+pub struct WordHasher(u64);
 
 impl Hasher for WordHasher {
     fn finish(&self) -> u64 {

@@ -14,7 +14,7 @@ use keyplane_core::quota::UsageRow;
 use keyplane_wire::ApiError;
 use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
+use std::hash::{BuildHasher, BuildHasherDefault};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::app::AppState;
@@ -79,8 +79,8 @@ pub struct Meter {
 
 #[derive(Default)]
 struct Pending {
-    /// Buckets by their identity's hash (already a hash: not hashed again).
-    index: HashMap<u64, u32, BuildHasherDefault<Prehashed>>,
+    /// Buckets by their identity's hash (taken with `hasher`).
+    index: HashMap<u64, u32, BuildHasherDefault<keyplane_auth::WordHasher>>,
     /// Seeded at random for each set of pending buckets.
     hasher: foldhash::fast::RandomState,
     buckets: Vec<Bucket>,
@@ -101,26 +101,6 @@ struct Identity<'a> {
     method: &'static str,
     minute: i64,
     code: u16,
-}
-
-/// The hasher of [`Pending::index`], whose keys are hashes already.
-#[derive(Default)]
-struct Prehashed(u64);
-
-impl Hasher for Prehashed {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
 }
 
 impl Identity<'_> {
