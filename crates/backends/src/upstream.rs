@@ -468,9 +468,14 @@ struct Head {
 
 /// Parses a complete response head off the front of `buf`; `None` while it is incomplete.
 fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, String> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut fields);
-    let len = match resp.parse(buf) {
+    // Left uninitialised: the parse writes the fields it finds.
+    let mut fields = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut resp,
+        buf,
+        &mut fields,
+    ) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
             return Err(format!("the response head is longer than {MAX_HEAD} bytes"))
@@ -886,13 +891,14 @@ impl Pool {
         if conn.buf.capacity() > KEEP_BUFFER {
             conn.buf = BytesMut::with_capacity(READ_SIZE);
         }
-        conn.idle_since = Instant::now();
+        let now = Instant::now();
+        conn.idle_since = now;
         let mut idle = self.idle.lock();
         // The oldest sit at the front; drop those that have waited too long, and the oldest
         // when the pool is full.
         let stale = idle
             .iter()
-            .take_while(|c| c.idle_since.elapsed() >= POOL_IDLE_TIMEOUT)
+            .take_while(|c| now.saturating_duration_since(c.idle_since) >= POOL_IDLE_TIMEOUT)
             .count();
         let over = (idle.len() - stale + 1).saturating_sub(POOL_MAX_IDLE);
         idle.drain(..stale + over);

@@ -14,9 +14,9 @@
 //! headers copied for the extractor, the peer address in an extensions map, a header map of
 //! CORS values built per request. bench/README.md has the figures.
 //!
-//! A plain connection first meets [`refusals`]: while it sends nothing but Gemini API calls
-//! whose key is refused, their answers are written without hyper; its first other request
-//! hands it, and every byte read so far, to hyper for good.
+//! A plain connection first meets [`direct`]: while it sends nothing but whole Gemini API
+//! calls with plain framing, they are read, answered and written without hyper; its first
+//! other request hands it, and every byte read so far, to hyper for good.
 
 use axum::extract::ConnectInfo;
 use axum::http::{header, HeaderValue, Method, Request, Uri};
@@ -42,7 +42,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::app::AppState;
 use crate::dataplane;
 
-mod refusals;
+mod direct;
 
 /// A client has this long to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -60,7 +60,7 @@ pub(crate) async fn serve(
 ) -> anyhow::Result<()> {
     let acceptor = tls.map(TlsAcceptor::from);
     let graceful = GracefulShutdown::new();
-    // Tells connections still on the refusals' way (hyper's own are told by `graceful`).
+    // Tells connections still on the direct way (hyper's own are told by `graceful`).
     let (closing, closing_rx) = tokio::sync::watch::channel(());
     tokio::pin!(shutdown);
     loop {
@@ -81,7 +81,7 @@ pub(crate) async fn serve(
             let Some(acceptor) = acceptor else {
                 let io = keyplane_backends::batch::BatchedStream::new(tcp);
                 if front.straight {
-                    return refusals::serve(io, front, watcher, closing).await;
+                    return direct::serve(io, front, watcher, closing).await;
                 }
                 return serve_connection(io, front, watcher).await;
             };
@@ -159,10 +159,15 @@ impl hyper::service::Service<Request<Incoming>> for Front {
             }
             let state = self.state.clone();
             return Either::Left(Box::pin(async move {
-                let call = gemini_call_response(&state, data, &parts.uri, body, at);
-                let mut resp = crate::settle(call).await;
-                finish(&mut resp);
-                Ok(resp)
+                let body = match read_body(body).await {
+                    Ok(body) => body,
+                    Err(e) => {
+                        let mut resp = crate::settle(async { e.into_response() }).await;
+                        finish(&mut resp);
+                        return Ok(resp);
+                    }
+                };
+                Ok(answer_gemini_call(&state, data, &parts.uri, body, at).await)
             }));
         }
         req.extensions_mut()
@@ -207,23 +212,26 @@ fn gemini_call<'a>(method: &Method, path: &'a str) -> Option<&'a str> {
     (!rest.is_empty()).then_some(rest)
 }
 
-/// What `gemini::post_model` answers through the router, in the order its extractors run:
-/// the body (within the router's limit), the path's `rest` decoded, then the handler.
-async fn gemini_call_response(
+/// What `gemini::post_model` answers through the router once its body is read (within the
+/// router's limit), with what the router's layers do to it: the path's `rest` decoded, the
+/// handler (a panic answered as a google.rpc.Status 500), the CORS and length headers.
+/// `rest_at` is where `rest` starts in the URI's path.
+async fn answer_gemini_call(
     state: &AppState,
     data: dataplane::DataRequest,
     uri: &Uri,
-    body: Incoming,
+    body: Bytes,
     rest_at: usize,
 ) -> Response {
-    let body = match read_body(body).await {
-        Ok(body) => body,
-        Err(e) => return e.into_response(),
+    let call = async {
+        let Ok(rest) = urlencoding::decode(&uri.path()[rest_at..]) else {
+            return dataplane::url_not_found(uri.path()).into_response();
+        };
+        dataplane::post_gemini_call(state, &data, &rest, uri.query(), body).await
     };
-    let Ok(rest) = urlencoding::decode(&uri.path()[rest_at..]) else {
-        return dataplane::url_not_found(uri.path()).into_response();
-    };
-    dataplane::post_gemini_call(state, &data, &rest, uri.query(), body).await
+    let mut resp = crate::settle(call).await;
+    finish(&mut resp);
+    resp
 }
 
 /// The request body, as axum's `Bytes` extractor reads it under the router's
@@ -469,8 +477,8 @@ mod tests {
         out
     }
 
-    /// Two servers on `state`: Gemini API calls the straight way (refusals on the
-    /// connection first), and everything through the router.
+    /// Two servers on `state`: Gemini API calls the straight way (on the connection
+    /// first), and everything through the router.
     async fn both_ways(state: &AppState) -> [SocketAddr; 2] {
         let mut addrs = Vec::new();
         for straight in [true, false] {
@@ -721,7 +729,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn refusals_on_a_kept_connection_answer_what_the_router_answers() {
+    async fn calls_on_a_kept_connection_answer_what_the_router_answers() {
         let dir = tempfile::tempdir().unwrap();
         let (state, key) = state_with_key(dir.path()).await;
         let addrs = both_ways(&state).await;
@@ -737,9 +745,13 @@ mod tests {
             unknown.1,
             good.len()
         );
+        let chunked_valid = format!(
+            "POST {call} HTTP/1.1\r\nhost: k\r\nx-goog-api-key: {key}\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{good}\r\n0\r\n\r\n",
+            good.len()
+        );
         // (answers expected, whether the client half-closes after sending, what it sends)
         let conversations: Vec<(usize, bool, Vec<u8>)> = vec![
-            // Refused, refused, then a valid call (hyper's from then on), refused, closed.
+            // Refused, refused, a valid call, refused, closed: all on the direct way.
             (
                 5,
                 false,
@@ -764,6 +776,55 @@ mod tests {
                 ]
                 .concat(),
             ),
+            // Valid calls of every kind, streamed and not, an unauthenticated one, a body
+            // that does not parse, then a chunked one (hyper's from then on), a valid one.
+            (
+                8,
+                false,
+                [
+                    post(&call, &[valid], good, false),
+                    post(
+                        &format!("/v1beta/models/{model}:streamGenerateContent?alt=sse"),
+                        &[valid],
+                        good,
+                        false,
+                    ),
+                    post(
+                        &format!("/v1/models/{model}:streamGenerateContent"),
+                        &[valid],
+                        good,
+                        false,
+                    ),
+                    post(
+                        &format!("/v1beta/models/{model}:countTokens?key={key}"),
+                        &[],
+                        good,
+                        false,
+                    ),
+                    post(&call, &[], good, false),
+                    post(&call, &[valid], "{not json", false),
+                    chunked_valid.into_bytes(),
+                    post(&call, &[valid], good, true),
+                ]
+                .concat(),
+            ),
+            // A valid call the client closes after; a stream the client closes after.
+            (1, false, post(&call, &[valid], good, true)),
+            (
+                1,
+                false,
+                post(
+                    &format!("/v1beta/models/{model}:streamGenerateContent?alt=sse"),
+                    &[valid],
+                    good,
+                    true,
+                ),
+            ),
+            // A valid call cut off in its body: hyper's 400 for a body that did not arrive.
+            (1, true, {
+                let whole = post(&call, &[valid], good, false);
+                whole[..whole.len() - good.len() + 5].to_vec()
+            }),
             // Only refusals, the last one closing.
             (
                 3,
@@ -798,8 +859,18 @@ mod tests {
         }
     }
 
+    /// What [`direct::next`] makes of a buffer, as `(what, length, close)`.
+    fn seen(next: direct::Next) -> (&'static str, usize, bool) {
+        match next {
+            direct::Next::Refused { len, close } => ("refused", len, close),
+            direct::Next::Call(call) => ("call", call.len, call.close),
+            direct::Next::Partial => ("partial", 0, false),
+            direct::Next::HandOver => ("hand over", 0, false),
+        }
+    }
+
     #[tokio::test]
-    async fn the_refusals_way_reads_whole_refused_calls_only() {
+    async fn the_direct_way_reads_whole_plainly_framed_calls_only() {
         let dir = tempfile::tempdir().unwrap();
         let (state, key) = state_with_key(dir.path()).await;
         let front = Front {
@@ -812,38 +883,22 @@ mod tests {
         let call = format!("/v1beta/models/{model}:generateContent");
         let good = r#"{"contents":[]}"#;
         let unknown = ("x-goog-api-key", "AIzaSyNotAKeyThatExistsAnywhere000000000");
-        let next = |bytes: &[u8]| refusals::next(&front, bytes);
-        use refusals::Next::{HandOver, Partial, Refused};
+        let next = |bytes: &[u8]| seen(direct::next(&front, bytes));
+        let refused = |len: usize| ("refused", len, false);
+        let partial = ("partial", 0, false);
+        let hand_over = ("hand over", 0, false);
 
         let one = post(&call, &[unknown], good, false);
-        assert_eq!(
-            next(&one),
-            Refused {
-                len: one.len(),
-                close: false
-            }
-        );
+        assert_eq!(next(&one), refused(one.len()));
         let closing = post(&call, &[unknown], good, true);
-        assert_eq!(
-            next(&closing),
-            Refused {
-                len: closing.len(),
-                close: true
-            }
-        );
+        assert_eq!(next(&closing), ("refused", closing.len(), true));
         let two = [one.clone(), closing.clone()].concat();
-        assert_eq!(
-            next(&two),
-            Refused {
-                len: one.len(),
-                close: false
-            }
-        );
+        assert_eq!(next(&two), refused(one.len()));
         for cut in [1, 20, one.len() - good.len() - 1, one.len() - 1] {
-            assert_eq!(next(&one[..cut]), Partial, "cut at {cut}");
+            assert_eq!(next(&one[..cut]), partial, "cut at {cut}");
         }
-        assert_eq!(next(b""), Partial);
-        for refused in [
+        assert_eq!(next(b""), partial);
+        for request in [
             post(&format!("http://k{call}"), &[unknown], good, false),
             post(&call, &[("x-goog-api-key", "garbage")], good, false),
             post(
@@ -861,34 +916,86 @@ mod tests {
             post(&format!("/v1beta/models/{model}"), &[unknown], good, false),
             post(&call, &[unknown, ("connection", "Keep-Alive")], good, false),
         ] {
-            let text = String::from_utf8_lossy(&refused).into_owned();
-            assert_eq!(
-                next(&refused),
-                Refused {
-                    len: refused.len(),
-                    close: false
-                },
-                "{text}"
-            );
+            let text = String::from_utf8_lossy(&request).into_owned();
+            assert_eq!(next(&request), refused(request.len()), "{text}");
         }
-        let big = "x".repeat(refusals::WHOLE_REQUEST);
+        // Calls the key does not refuse go to the handler, whatever it will answer.
+        let valid = ("x-goog-api-key", key.as_str());
+        for request in [
+            post(&call, &[valid], good, false),
+            post(&format!("http://k{call}"), &[valid], good, false),
+            post(&format!("{call}?alt=sse&key={key}"), &[], good, false),
+            post(
+                &format!("/v1alpha/models/{model}:countTokens"),
+                &[valid],
+                "",
+                false,
+            ),
+            post(&call, &[], good, false),
+            post(
+                &call,
+                &[("authorization", "Bearer ya29.anything")],
+                good,
+                false,
+            ),
+            post(
+                &call,
+                &[unknown, ("authorization", "Token auth_tokens/not-a-token")],
+                good,
+                false,
+            ),
+            post(
+                &format!("{call}?access_token=auth_tokens/x"),
+                &[unknown],
+                good,
+                false,
+            ),
+            post(
+                "/v1beta/models/%FF%FE:generateContent",
+                &[unknown],
+                good,
+                false,
+            ),
+            post(
+                &call,
+                &[
+                    valid,
+                    ("x-forwarded-for", "10.0.0.1"),
+                    ("referer", "https://a.example/"),
+                ],
+                good,
+                false,
+            ),
+        ] {
+            let text = String::from_utf8_lossy(&request).into_owned();
+            assert_eq!(next(&request), ("call", request.len(), false), "{text}");
+        }
+        let closing = post(&call, &[valid], good, true);
+        assert_eq!(next(&closing), ("call", closing.len(), true));
+        let two = [post(&call, &[valid], good, false), one.clone()].concat();
+        assert_eq!(next(&two), ("call", two.len() - one.len(), false));
+        // A call's body on its way: the rest is waited for.
+        let whole = post(&call, &[valid], good, false);
+        assert_eq!(next(&whole[..whole.len() - 1]), partial);
+        let big = "x".repeat(direct::WHOLE_REQUEST);
         let with = |extra: (&str, &str)| post(&call, &[unknown, extra], good, false);
         for handed in [
-            post(&call, &[("x-goog-api-key", key.as_str())], good, false),
-            post(&call, &[], good, false),
-            post(&call, &[("authorization", "Bearer ya29.anything")], good, false),
-            with(("authorization", "Token auth_tokens/not-a-token")),
-            post(&format!("{call}?access_token=auth_tokens/x"), &[unknown], good, false),
             post(&call, &[unknown], &big, false),
+            post(&call, &[valid], &big, false),
             with(("transfer-encoding", "chunked")),
             with(("expect", "100-continue")),
             with(("upgrade", "websocket")),
             with(("connection", "upgrade")),
             with(("content-length", "15")),
-            post("/v1beta/models/%FF%FE:generateContent", &[unknown], good, false),
+            post(&call, &[valid, ("transfer-encoding", "chunked")], good, false),
+            post(&call, &[valid, ("expect", "100-continue")], good, false),
+            post(&call, &[valid, ("x-bad", "\u{7f}")], good, false),
             post("/v1beta/projects/p/models/m:generateContent", &[unknown], good, false),
+            post("/v1beta/publishers/google/models/m:generateContent", &[valid], good, false),
             post("/v9/models/m:generateContent", &[unknown], good, false),
+            post("/v1alpha/auth_tokens", &[valid], "{}", false),
             b"GET /v1beta/models HTTP/1.1\r\nx-goog-api-key: garbage\r\n\r\n".to_vec(),
+            format!("GET /v1beta/models/{model} HTTP/1.1\r\nx-goog-api-key: {key}\r\n\r\n").into_bytes(),
             format!("POST {call} HTTP/1.0\r\nx-goog-api-key: garbage\r\ncontent-length: 0\r\n\r\n").into_bytes(),
             format!("POST {call} HTTP/1.1\r\nx-goog-api-key: garbage\r\ncontent-length: +0\r\n\r\n").into_bytes(),
             format!("POST {call} HTTP/1.1\r\nx-goog-api-key: garbage\r\ncontent-length: 0, 0\r\n\r\n").into_bytes(),
@@ -899,16 +1006,16 @@ mod tests {
             b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03".to_vec(),
         ] {
             let text = String::from_utf8_lossy(&handed).into_owned();
-            assert_eq!(next(&handed), HandOver, "{text}");
+            assert_eq!(next(&handed), hand_over, "{text}");
         }
         // A refused call's body on its way: the rest is waited for, up to WHOLE_REQUEST.
-        let long = "y".repeat(refusals::WHOLE_REQUEST / 2);
+        let long = "y".repeat(direct::WHOLE_REQUEST / 2);
         let coming = post(&call, &[unknown], &long, false);
-        assert_eq!(next(&coming[..coming.len() - 10]), Partial);
+        assert_eq!(next(&coming[..coming.len() - 10]), partial);
     }
 
     #[tokio::test]
-    async fn shutting_down_closes_connections_idle_on_the_refusals_way() {
+    async fn shutting_down_closes_connections_idle_on_the_direct_way() {
         let dir = tempfile::tempdir().unwrap();
         let (state, _) = state_with_key(dir.path()).await;
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

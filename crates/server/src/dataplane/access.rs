@@ -303,16 +303,13 @@ pub async fn authorize(
     Err(ApiError::no_credentials())
 }
 
-/// The only headers [`refuses_key`] reads (with the query's `key` and `access_token`): the
-/// front's refusals on the connection (`crate::front::refusals`) give it no others.
-pub(crate) const CREDENTIAL_HEADERS: [&str; 2] = ["x-goog-api-key", "authorization"];
-
 /// Whether [`authorize`] would refuse `req` for `service` with API_KEY_INVALID: no
 /// ephemeral token, and an API key that is malformed or unknown. Answered from memory, before
 /// anything else of the request is looked at, so that the rejections a gateway answers most
 /// cost the least (`crate::front`). A key it does not refuse is looked up again by
 /// [`authorize`], once the body has arrived: that decision is the one that admits the call.
-/// Reads no header but [`CREDENTIAL_HEADERS`].
+/// Reads no header but `x-goog-api-key` and `authorization` (with the query's `key` and
+/// `access_token`).
 pub(crate) fn refuses_key(state: &AppState, req: &DataRequest, service: &str) -> bool {
     let refused = match req.presented_key(state) {
         PresentedKey::Nothing => false,

@@ -23,7 +23,7 @@ mod generate;
 mod live;
 mod vertex;
 
-pub(crate) use access::{refuses_key, CREDENTIAL_HEADERS};
+pub(crate) use access::refuses_key;
 pub use access::{DataCaller, DataRequest};
 pub(crate) use gemini::post_model_decoded as post_gemini_call;
 pub use generate::backend_error;
