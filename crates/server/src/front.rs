@@ -351,6 +351,15 @@ mod tests {
 
     /// A data directory with one project (Generative Language API on) and one key in it.
     async fn state_with_key(dir: &std::path::Path) -> (AppState, String) {
+        state_with_backend(dir, Arc::new(Echo)).await
+    }
+
+    /// A data directory with one project (Generative Language API on), one key in it, and
+    /// `backend` answering the local model's calls.
+    async fn state_with_backend(
+        dir: &std::path::Path,
+        backend: Arc<dyn Backend>,
+    ) -> (AppState, String) {
         let config = crate::Config {
             listen: "127.0.0.1:0".parse().unwrap(),
             data_dir: dir.to_owned(),
@@ -364,7 +373,7 @@ mod tests {
             "[quota.free]\nrpm = 1000000\ntpm = 1000000000\nrpd = 1000000000\n",
         )
         .unwrap();
-        let state = crate::build_state(&config, "http://127.0.0.1:1", Arc::new(Echo))
+        let state = crate::build_state(&config, "http://127.0.0.1:1", backend)
             .await
             .unwrap();
         // Made as the control plane makes them, by the owner account.
@@ -1065,6 +1074,70 @@ mod tests {
             .unwrap_or(0);
         assert_eq!(n, 0);
         assert!(waited.elapsed() < DRAIN_TIMEOUT / 2);
+    }
+
+    /// Stands in for a model that never answers; says when a call of it is dropped.
+    struct Hang(tokio::sync::mpsc::UnboundedSender<()>);
+
+    /// Sends on its channel when dropped.
+    struct Dropped(tokio::sync::mpsc::UnboundedSender<()>);
+
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            let _ = self.0.send(());
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Backend for Hang {
+        fn models(&self) -> Vec<ModelInfo> {
+            Echo.models()
+        }
+        async fn generate(&self, _: ChatRequest) -> Result<Completion, BackendError> {
+            let _dropped = Dropped(self.0.clone());
+            std::future::pending().await
+        }
+        async fn stream(&self, _: ChatRequest) -> Result<EventStream, BackendError> {
+            let dropped = Dropped(self.0.clone());
+            Ok(Box::pin(futures::stream::poll_fn(move |_| {
+                let _ = &dropped;
+                std::task::Poll::<Option<Result<StreamEvent, BackendError>>>::Pending
+            })))
+        }
+        async fn count_tokens(&self, _: &ChatRequest) -> Result<u32, BackendError> {
+            Ok(0)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_client_that_leaves_cancels_its_call_on_the_direct_way() {
+        let dir = tempfile::tempdir().unwrap();
+        let (dropped, mut drops) = tokio::sync::mpsc::unbounded_channel();
+        let (state, key) = state_with_backend(dir.path(), Arc::new(Hang(dropped))).await;
+        let [addr, _] = both_ways(&state).await;
+        let model = crate::settings::LOCAL_MODEL_ID;
+        let good = r#"{"contents":[{"role":"user","parts":[{"text":"never answered"}]}]}"#;
+        let valid = ("x-goog-api-key", key.as_str());
+        // A call waiting for its answer, then a stream waiting for its first event.
+        for path in [
+            format!("/v1beta/models/{model}:generateContent"),
+            format!("/v1beta/models/{model}:streamGenerateContent?alt=sse"),
+        ] {
+            let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            tcp.write_all(&post(&path, &[valid], good, false))
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            assert!(
+                drops.try_recv().is_err(),
+                "{path}: dropped while the client waits"
+            );
+            drop(tcp);
+            tokio::time::timeout(Duration::from_secs(5), drops.recv())
+                .await
+                .unwrap_or_else(|_| panic!("{path}: the call outlived its client"))
+                .unwrap();
+        }
     }
 
     #[test]

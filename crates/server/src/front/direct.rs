@@ -80,16 +80,19 @@ pub(super) async fn serve(
                 }
                 let request = buf.split_to(call.len).freeze();
                 let close = call.close;
-                let resp = super::answer_gemini_call(
+                let answer = super::answer_gemini_call(
                     &front.state,
                     call.data,
                     &call.uri,
                     request.slice(call.head..),
                     call.rest_at,
-                )
-                .await;
+                );
+                // A client that leaves meanwhile cancels the call (its handler is dropped).
+                let Some(resp) = unless_client_leaves(&mut io, &mut buf, answer).await else {
+                    return;
+                };
                 drop(request);
-                if write_response(&mut io, resp, close, &mut out)
+                if write_response(&mut io, &mut buf, resp, close, &mut out)
                     .await
                     .is_err()
                 {
@@ -273,6 +276,7 @@ pub(super) fn next(front: &Front, buf: &[u8]) -> Next {
 /// the body has ended, so that answers to pipelined requests go out together.
 async fn write_response(
     io: &mut BatchedStream,
+    buf: &mut BytesMut,
     resp: Response,
     close: bool,
     out: &mut Vec<u8>,
@@ -322,7 +326,9 @@ async fn write_response(
                 io.write_all(out).await?;
                 io.flush().await?;
                 out.clear();
-                body.frame().await
+                unless_client_leaves(io, buf, body.frame())
+                    .await
+                    .ok_or_else(|| io::Error::other("the client left"))?
             }
         };
         let Some(frame) = frame else { break };
@@ -354,6 +360,31 @@ async fn write_response(
         out.extend_from_slice(b"0\r\n\r\n");
     }
     io.write_all(out).await
+}
+
+/// `work`'s output, unless the client closes its end of the connection (or breaks it) first:
+/// then `None`, and `work` is dropped. What the client sends meanwhile (a pipelined request)
+/// is kept in `buf`; once bytes wait there the connection is not watched further. This is
+/// what hyper does while a request is in flight, so a call whose client went away stops
+/// (a local generation frees its sequence) instead of running for nobody.
+async fn unless_client_leaves<F: std::future::Future>(
+    io: &mut BatchedStream,
+    buf: &mut BytesMut,
+    work: F,
+) -> Option<F::Output> {
+    let mut work = std::pin::pin!(work);
+    while buf.is_empty() {
+        buf.reserve(8 * 1024);
+        tokio::select! {
+            biased;
+            done = &mut work => return Some(done),
+            read = io.read_buf(buf) => match read {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            },
+        }
+    }
+    Some(work.await)
 }
 
 /// The status line and the headers, in order, names lowercase, as hyper writes them for a
