@@ -159,15 +159,15 @@ impl hyper::service::Service<Request<Incoming>> for Front {
             }
             let state = self.state.clone();
             return Either::Left(Box::pin(async move {
-                let body = match read_body(body).await {
-                    Ok(body) => body,
+                match read_body(body).await {
+                    Ok(body) => Ok(answer_gemini_call(&state, data, &parts.uri, body, at).await),
+                    // Already a google.rpc.Status: finished as the refused key's answer above.
                     Err(e) => {
-                        let mut resp = crate::settle(async { e.into_response() }).await;
+                        let mut resp = e.into_response();
                         finish(&mut resp);
-                        return Ok(resp);
+                        Ok(resp)
                     }
-                };
-                Ok(answer_gemini_call(&state, data, &parts.uri, body, at).await)
+                }
             }));
         }
         req.extensions_mut()

@@ -294,15 +294,16 @@ async fn write_response(
     let bodiless = status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
-    let length = match parts.headers.get(header::CONTENT_LENGTH) {
-        Some(v) => Some(
+    let length = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .map(|v| {
             std::str::from_utf8(v.as_bytes())
                 .ok()
                 .and_then(|v| v.parse::<u64>().ok())
-                .ok_or_else(|| io::Error::other("an answer's content-length is not a number"))?,
-        ),
-        None => None,
-    };
+                .ok_or_else(|| io::Error::other("an answer's content-length is not a number"))
+        })
+        .transpose()?;
     let chunked = !bodiless && length.is_none() && !body.is_end_stream();
     out.clear();
     head(out, status, &parts.headers);
